@@ -1,0 +1,777 @@
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <list>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+#include "store/coding.h"
+#include "store/pack.h"
+#include "store/store.h"
+
+namespace lfs {
+
+namespace {
+constexpr char kMetaFormat[] = "format";
+constexpr char kMetaNextPack[] = "next_pack";
+constexpr char kMetaActivePack[] = "active_pack";
+constexpr char kFormatVersion[] = "lineagefs-store-1";
+constexpr size_t kCacheShards = 16;
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// Index values
+
+std::string ChunkEntry::Encode() const {
+  std::string v;
+  PutFixed64(&v, pack_id);
+  PutFixed64(&v, offset);
+  PutFixed32(&v, frame_len);
+  PutFixed32(&v, raw_len);
+  PutFixed8(&v, static_cast<uint8_t>(codec));
+  PutFixed8(&v, elem_width);
+  PutFixed8(&v, depth);
+  PutFixed8(&v, 0);
+  PutFixed32(&v, refs);
+  PutDigest(&v, base);
+  return v;
+}
+
+Result<ChunkEntry> ChunkEntry::Decode(std::string_view v) {
+  Decoder d(v);
+  ChunkEntry e;
+  e.pack_id = d.Fixed64();
+  e.offset = d.Fixed64();
+  e.frame_len = d.Fixed32();
+  e.raw_len = d.Fixed32();
+  uint8_t c = d.Fixed8();
+  e.elem_width = d.Fixed8();
+  e.depth = d.Fixed8();
+  d.Fixed8();
+  e.refs = d.Fixed32();
+  e.base = d.DigestValue();
+  if (!d.ok() || !d.done() || c > static_cast<uint8_t>(codec::CodecId::kXorDelta)) {
+    return Status::Corruption("malformed chunk index entry");
+  }
+  e.codec = static_cast<codec::CodecId>(c);
+  return e;
+}
+
+std::string PackEntry::Encode() const {
+  std::string v;
+  PutFixed64(&v, length);
+  PutFixed8(&v, sealed ? 1 : 0);
+  return v;
+}
+
+Result<PackEntry> PackEntry::Decode(std::string_view v) {
+  Decoder d(v);
+  PackEntry e;
+  e.length = d.Fixed64();
+  e.sealed = d.Fixed8() != 0;
+  if (!d.ok()) return Status::Corruption("malformed pack entry");
+  return e;
+}
+
+Status AdjustChunkRefs(WriteTxn& txn, const Digest& first, int64_t first_delta) {
+  // Iterative: releasing a chunk may release its base, and so on.
+  std::vector<std::pair<Digest, int64_t>> work{{first, first_delta}};
+  while (!work.empty()) {
+    auto [d, delta] = work.back();
+    work.pop_back();
+    std::string key = d.Encode();
+    LFS_ASSIGN_OR_RETURN(auto v, txn.Get(Table::kChunks, key));
+    if (!v) return Status::Corruption("reference to unknown chunk " + d.Hex());
+    LFS_ASSIGN_OR_RETURN(ChunkEntry e, ChunkEntry::Decode(*v));
+    int64_t refs = static_cast<int64_t>(e.refs) + delta;
+    if (refs < 0) return Status::Corruption("reference count below zero for chunk " + d.Hex());
+    if (refs == 0) {
+      LFS_RETURN_IF_ERROR(txn.Del(Table::kChunks, key));
+      if (!e.base.empty()) work.push_back({e.base, -1});
+    } else {
+      e.refs = static_cast<uint32_t>(refs);
+      LFS_RETURN_IF_ERROR(txn.Put(Table::kChunks, key, e.Encode()));
+    }
+  }
+  return Status::OK();
+}
+
+// ---------------------------------------------------------------------------
+// Worker pool: runs encode jobs on all cores.
+
+class Store::WorkerPool {
+ public:
+  explicit WorkerPool(int n) {
+    for (int i = 0; i < n; i++) threads_.emplace_back([this] { Loop(); });
+  }
+  ~WorkerPool() {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : threads_) t.join();
+  }
+  // Runs fn(0..n-1) across the pool and the calling thread; returns when done.
+  void ParallelFor(size_t n, const std::function<void(size_t)>& fn) {
+    if (n <= 1 || threads_.empty()) {
+      for (size_t i = 0; i < n; i++) fn(i);
+      return;
+    }
+    std::mutex done_mu;
+    std::condition_variable done_cv;
+    size_t next = 0, finished = 0;
+    auto runner = [&] {
+      for (;;) {
+        size_t i;
+        {
+          std::lock_guard<std::mutex> l(done_mu);
+          if (next >= n) return;
+          i = next++;
+        }
+        fn(i);
+        std::lock_guard<std::mutex> l(done_mu);
+        if (++finished == n) done_cv.notify_all();
+      }
+    };
+    size_t helpers = std::min(threads_.size(), n - 1);
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      for (size_t i = 0; i < helpers; i++) jobs_.push_back(runner);
+    }
+    cv_.notify_all();
+    runner();
+    std::unique_lock<std::mutex> l(done_mu);
+    done_cv.wait(l, [&] { return finished == n; });
+    // Helpers that start after all items are taken return at once; wait for
+    // them so `runner` (on this stack) is not used after we return.
+    std::unique_lock<std::mutex> jl(mu_);
+    idle_cv_.wait(jl, [&] { return jobs_.empty() && running_ == 0; });
+  }
+
+ private:
+  void Loop() {
+    std::unique_lock<std::mutex> l(mu_);
+    for (;;) {
+      cv_.wait(l, [&] { return stop_ || !jobs_.empty(); });
+      if (stop_ && jobs_.empty()) return;
+      auto job = std::move(jobs_.front());
+      jobs_.pop_front();
+      running_++;
+      l.unlock();
+      job();
+      l.lock();
+      running_--;
+      if (jobs_.empty() && running_ == 0) idle_cv_.notify_all();
+    }
+  }
+  std::mutex mu_;
+  std::condition_variable cv_, idle_cv_;
+  std::deque<std::function<void()>> jobs_;
+  std::vector<std::thread> threads_;
+  size_t running_ = 0;
+  bool stop_ = false;
+};
+
+// ---------------------------------------------------------------------------
+// Decoded-chunk cache: sharded LRU bounded in bytes.
+
+struct Store::Cache {
+  struct Shard {
+    std::mutex mu;
+    std::list<std::pair<Digest, std::shared_ptr<const std::string>>> lru;
+    std::unordered_map<Digest, decltype(lru)::iterator> map;
+    uint64_t bytes = 0;
+  };
+  explicit Cache(size_t capacity) : capacity(capacity) {}
+  Shard& ShardFor(const Digest& d) { return shards[d.bytes[0] % kCacheShards]; }
+  std::shared_ptr<const std::string> Get(const Digest& d) {
+    Shard& s = ShardFor(d);
+    std::lock_guard<std::mutex> l(s.mu);
+    auto it = s.map.find(d);
+    if (it == s.map.end()) {
+      misses++;
+      return nullptr;
+    }
+    hits++;
+    s.lru.splice(s.lru.begin(), s.lru, it->second);
+    return it->second->second;
+  }
+  void Put(const Digest& d, std::shared_ptr<const std::string> v) {
+    size_t per_shard = capacity / kCacheShards;
+    if (v->size() > per_shard) return;
+    Shard& s = ShardFor(d);
+    std::lock_guard<std::mutex> l(s.mu);
+    if (s.map.count(d)) return;
+    s.bytes += v->size();
+    s.lru.emplace_front(d, std::move(v));
+    s.map[d] = s.lru.begin();
+    while (s.bytes > per_shard && !s.lru.empty()) {
+      s.bytes -= s.lru.back().second->size();
+      s.map.erase(s.lru.back().first);
+      s.lru.pop_back();
+    }
+  }
+  void Clear() {
+    for (auto& s : shards) {
+      std::lock_guard<std::mutex> l(s.mu);
+      s.lru.clear();
+      s.map.clear();
+      s.bytes = 0;
+    }
+  }
+  uint64_t Bytes() {
+    uint64_t b = 0;
+    for (auto& s : shards) {
+      std::lock_guard<std::mutex> l(s.mu);
+      b += s.bytes;
+    }
+    return b;
+  }
+  size_t capacity;
+  Shard shards[kCacheShards];
+  std::atomic<uint64_t> hits{0}, misses{0};
+};
+
+struct Store::PackFiles {
+  std::mutex mu;
+  std::map<uint64_t, std::shared_ptr<RandomAccessFile>> open;
+};
+
+// ---------------------------------------------------------------------------
+// Open / create
+
+Status Store::Create(const std::string& path, const StoreOptions& opts) {
+  Env* env = opts.env ? opts.env : Env::Default();
+  LFS_RETURN_IF_ERROR(env->CreateDirIfMissing(path));
+  if (env->Exists(path + "/index/data.mdb")) {
+    return Status::AlreadyExists("a store already exists at " + path);
+  }
+  LFS_RETURN_IF_ERROR(env->CreateDirIfMissing(path + "/index"));
+  LFS_RETURN_IF_ERROR(env->CreateDirIfMissing(path + "/packs"));
+  LFS_RETURN_IF_ERROR(env->CreateDirIfMissing(path + "/staging"));
+  Db::Options dbo;
+  dbo.map_size = opts.map_size;
+  LFS_ASSIGN_OR_RETURN(auto db, Db::Open(path + "/index", dbo));
+  WriteTxn txn(*db);
+  LFS_RETURN_IF_ERROR(txn.Put(Table::kMeta, kMetaFormat, kFormatVersion));
+  LFS_RETURN_IF_ERROR(txn.Put(Table::kMeta, kMetaNextPack, KeyU64(1)));
+  LFS_RETURN_IF_ERROR(txn.Commit());
+  return env->SyncDir(path);
+}
+
+Result<std::unique_ptr<Store>> Store::Open(const std::string& path, const StoreOptions& opts) {
+  std::unique_ptr<Store> s(new Store);
+  s->path_ = path;
+  s->opts_ = opts;
+  s->env_ = opts.env ? opts.env : Env::Default();
+  if (!s->env_->Exists(path + "/index/data.mdb")) {
+    return Status::NotFound("no lineagefs store at " + path + " (run `lineagefs init " + path +
+                            "`)");
+  }
+  Db::Options dbo;
+  dbo.map_size = opts.map_size;
+  dbo.read_only = opts.read_only;
+  LFS_ASSIGN_OR_RETURN(s->db_, Db::Open(path + "/index", dbo));
+  {
+    ReadTxn txn(*s->db_);
+    LFS_ASSIGN_OR_RETURN(auto fmt, txn.Get(Table::kMeta, kMetaFormat));
+    if (!fmt || *fmt != kFormatVersion) {
+      return Status::Corruption("unknown store format at " + path);
+    }
+  }
+  s->cache_ = std::make_unique<Cache>(opts.cache_bytes);
+  s->packs_ = std::make_unique<PackFiles>();
+  int threads = opts.encode_threads > 0 ? opts.encode_threads
+                                        : static_cast<int>(std::thread::hardware_concurrency());
+  s->workers_ = std::make_unique<WorkerPool>(std::max(0, threads - 1));
+  return s;
+}
+
+Store::~Store() = default;
+
+std::string Store::PackPath(uint64_t id) const { return path_ + "/packs/" + PackFileName(id); }
+
+Result<std::shared_ptr<RandomAccessFile>> Store::PackFile(uint64_t id) const {
+  std::lock_guard<std::mutex> l(packs_->mu);
+  auto it = packs_->open.find(id);
+  if (it != packs_->open.end()) return it->second;
+  LFS_ASSIGN_OR_RETURN(auto f, env_->OpenRandomAccess(PackPath(id)));
+  std::shared_ptr<RandomAccessFile> sf(std::move(f));
+  if (packs_->open.size() >= 256) packs_->open.erase(packs_->open.begin());
+  packs_->open[id] = sf;
+  return sf;
+}
+
+void Store::ForgetPackFile(uint64_t id) const {
+  std::lock_guard<std::mutex> l(packs_->mu);
+  packs_->open.erase(id);
+}
+
+Result<std::optional<ChunkEntry>> Store::FindChunk(const Digest& d) const {
+  ReadTxn txn(*db_);
+  LFS_ASSIGN_OR_RETURN(auto v, txn.Get(Table::kChunks, d.Encode()));
+  if (!v) return std::optional<ChunkEntry>();
+  LFS_ASSIGN_OR_RETURN(ChunkEntry e, ChunkEntry::Decode(*v));
+  return std::optional<ChunkEntry>(e);
+}
+
+Result<std::string> Store::ReadFrame(const ChunkEntry& e) const {
+  std::string frame(e.frame_len, '\0');
+  LFS_ASSIGN_OR_RETURN(auto f, PackFile(e.pack_id));
+  LFS_RETURN_IF_ERROR(f->ReadExact(e.offset, e.frame_len, frame.data()));
+  return frame;
+}
+
+Result<std::shared_ptr<const std::string>> Store::ReadChunk(const Digest& d) {
+  return ReadChunkDepth(d, 0);
+}
+
+Result<std::shared_ptr<const std::string>> Store::ReadChunkDepth(const Digest& d, int depth) {
+  if (auto hit = cache_->Get(d)) return hit;
+  if (depth > opts_.max_delta_depth + 1) {
+    return Status::Corruption("delta chain of chunk " + d.Hex() + " exceeds its bound");
+  }
+  std::string frame;
+  ChunkEntry e;
+  // Gc may move a chunk to a new pack and delete the old one between our index
+  // lookup and the read: look it up again once.
+  for (int attempt = 0;; attempt++) {
+    LFS_ASSIGN_OR_RETURN(auto found, FindChunk(d));
+    if (!found) return Status::NotFound("chunk " + d.Hex() + " is not in the index");
+    e = *found;
+    auto fr = ReadFrame(e);
+    if (fr.ok()) {
+      frame = std::move(fr).value();
+      break;
+    }
+    ForgetPackFile(e.pack_id);
+    if (attempt == 1 || !fr.status().IsNotFound()) {
+      return fr.status().Annotate("chunk " + d.Hex() + " in pack " + PackFileName(e.pack_id));
+    }
+  }
+  FrameHeader h;
+  std::string_view payload;
+  Status s = DecodeFrame(frame, &h, &payload);
+  if (s.ok() && h.digest != d) s = Status::Corruption("frame holds another chunk");
+  if (s.ok() && (h.raw_len != e.raw_len || h.codec != e.codec)) {
+    s = Status::Corruption("frame disagrees with the index");
+  }
+  if (!s.ok()) {
+    return s.Annotate("chunk " + d.Hex() + " at " + PackFileName(e.pack_id) + ":" +
+                      std::to_string(e.offset));
+  }
+  std::shared_ptr<const std::string> base;
+  if (h.codec == codec::CodecId::kXorDelta) {
+    LFS_ASSIGN_OR_RETURN(base, ReadChunkDepth(h.base, depth + 1));
+  }
+  auto out = std::make_shared<std::string>();
+  s = codec::Decode(h.codec, payload, h.raw_len, h.elem_width,
+                    base ? std::string_view(*base) : std::string_view(), out.get());
+  if (s.ok() && Digest::Of(*out) != d) {
+    s = Status::Corruption("decoded bytes do not match their address");
+  }
+  if (!s.ok()) {
+    return s.Annotate("chunk " + d.Hex() + " at " + PackFileName(e.pack_id) + ":" +
+                      std::to_string(e.offset));
+  }
+  std::shared_ptr<const std::string> result = std::move(out);
+  cache_->Put(d, result);
+  return result;
+}
+
+CacheStats Store::cache_stats() const {
+  CacheStats s;
+  s.hits = cache_->hits;
+  s.misses = cache_->misses;
+  s.bytes = cache_->Bytes();
+  s.capacity = cache_->capacity;
+  return s;
+}
+
+void Store::DropCache() { cache_->Clear(); }
+
+Status Store::PackUsage(uint64_t* pack_bytes, uint64_t* live_bytes) const {
+  *pack_bytes = *live_bytes = 0;
+  ReadTxn txn(*db_);
+  LFS_RETURN_IF_ERROR(txn.Scan(Table::kPacks, "", [&](std::string_view, std::string_view v) {
+    auto p = PackEntry::Decode(v);
+    if (p.ok()) *pack_bytes += p->length;
+    return true;
+  }));
+  return txn.Scan(Table::kChunks, "", [&](std::string_view, std::string_view v) {
+    auto e = ChunkEntry::Decode(v);
+    if (e.ok()) *live_bytes += e->frame_len;
+    return true;
+  });
+}
+
+// ---------------------------------------------------------------------------
+// WriteBatch
+
+struct WriteBatch::Impl {
+  std::unique_ptr<FileLock> lock;
+  // The pack being appended to.
+  uint64_t pack_id = 0;
+  std::unique_ptr<WritableFile> pack;
+  bool pack_created = false;       // created by this batch (needs a dir fsync)
+  std::map<uint64_t, PackEntry> pack_updates;
+  std::vector<uint64_t> created_packs;
+  uint64_t next_pack = 0;
+  std::unordered_map<Digest, ChunkEntry> new_chunks;
+  std::unordered_map<Digest, int64_t> ref_deltas;
+  std::unordered_map<Digest, ChunkEntry> moved_chunks;  // gc relocations
+  bool done = false;
+};
+
+WriteBatch::WriteBatch(Store* s) : store_(s), impl_(new Impl) {}
+
+WriteBatch::~WriteBatch() {
+  if (!impl_->done) Abort();
+}
+
+Result<std::unique_ptr<WriteBatch>> Store::BeginWrite() {
+  if (opts_.read_only) return Status::ReadOnly("store opened read-only");
+  std::unique_ptr<WriteBatch> b(new WriteBatch(this));
+  LFS_ASSIGN_OR_RETURN(b->impl_->lock, env_->Lock(path_ + "/LOCK"));
+  ReadTxn txn(*db_);
+  LFS_ASSIGN_OR_RETURN(auto next, txn.Get(Table::kMeta, kMetaNextPack));
+  if (!next) return Status::Corruption("store meta lacks next_pack");
+  b->impl_->next_pack = DecodeKeyU64(*next);
+  LFS_ASSIGN_OR_RETURN(auto active, txn.Get(Table::kMeta, kMetaActivePack));
+  if (active) {
+    uint64_t id = DecodeKeyU64(*active);
+    LFS_ASSIGN_OR_RETURN(auto pv, txn.Get(Table::kPacks, KeyU64(id)));
+    if (!pv) return Status::Corruption("active pack missing from the packs table");
+    LFS_ASSIGN_OR_RETURN(PackEntry pe, PackEntry::Decode(*pv));
+    if (!pe.sealed && pe.length < opts_.pack_target_bytes) {
+      // Cut any torn tail a crashed writer left past the committed length.
+      LFS_ASSIGN_OR_RETURN(b->impl_->pack, env_->OpenAppendable(PackPath(id), pe.length));
+      b->impl_->pack_id = id;
+      b->impl_->pack_updates[id] = pe;
+    } else if (!pe.sealed) {
+      pe.sealed = true;
+      b->impl_->pack_updates[id] = pe;
+    }
+  }
+  return b;
+}
+
+namespace {
+struct Prepared {
+  Digest digest;
+  bool exists = false;  // already in the index or the batch
+  std::string frame;
+  ChunkEntry entry;
+  Status status;
+};
+}  // namespace
+
+Result<Digest> WriteBatch::PutChunk(std::string_view raw, int elem_width,
+                                    std::optional<Digest> base) {
+  LFS_ASSIGN_OR_RETURN(auto v, PutChunks({ChunkRequest{raw, elem_width, base}}));
+  return v[0];
+}
+
+Result<std::vector<Digest>> WriteBatch::PutChunks(const std::vector<ChunkRequest>& reqs) {
+  if (impl_->done) return Status::InvalidArgument("batch already finished");
+  Store& st = *store_;
+  std::vector<Prepared> prep(reqs.size());
+  // Stage 1 (parallel): hash, look up, pick a delta base, encode.
+  st.workers().ParallelFor(reqs.size(), [&](size_t i) {
+    const ChunkRequest& r = reqs[i];
+    Prepared& p = prep[i];
+    if (r.raw.size() > UINT32_MAX - 1024) {
+      p.status = Status::InvalidArgument("chunk larger than 4 GiB");
+      return;
+    }
+    p.digest = Digest::Of(r.raw.data(), r.raw.size());
+    auto found = st.FindChunk(p.digest);
+    if (!found.ok()) {
+      p.status = found.status();
+      return;
+    }
+    if (*found) {
+      p.exists = true;
+      return;
+    }
+    std::optional<ChunkEntry> base_entry;
+    std::shared_ptr<const std::string> base_raw;
+    Digest base_digest;
+    if (r.base && *r.base != p.digest) {
+      // Walk up the base's own chain until the new chunk's depth fits the bound.
+      Digest cand = *r.base;
+      for (int hops = 0; hops <= st.options().max_delta_depth + 1; hops++) {
+        auto be = st.FindChunk(cand);
+        if (!be.ok() || !*be || (*be)->raw_len != r.raw.size()) break;
+        if ((*be)->depth + 1 <= st.options().max_delta_depth) {
+          auto braw = st.ReadChunk(cand);
+          if (braw.ok()) {
+            base_entry = **be;
+            base_digest = cand;
+            base_raw = *braw;
+          }
+          break;
+        }
+        cand = (*be)->base;
+      }
+    }
+    codec::EncodeOptions eo;
+    eo.elem_width = r.elem_width;
+    std::string_view base_view = base_raw ? std::string_view(*base_raw) : std::string_view();
+    codec::Encoded enc = codec::Encode(r.raw, eo, base_raw ? &base_view : nullptr);
+    FrameHeader h;
+    h.codec = enc.codec;
+    h.elem_width = static_cast<uint8_t>(r.elem_width);
+    h.raw_len = static_cast<uint32_t>(r.raw.size());
+    h.digest = p.digest;
+    if (enc.codec == codec::CodecId::kXorDelta) h.base = base_digest;
+    p.frame = EncodeFrame(h, enc.payload);
+    p.entry.frame_len = static_cast<uint32_t>(p.frame.size());
+    p.entry.raw_len = h.raw_len;
+    p.entry.codec = enc.codec;
+    p.entry.elem_width = h.elem_width;
+    p.entry.base = h.base;
+    p.entry.depth = enc.codec == codec::CodecId::kXorDelta ? base_entry->depth + 1 : 0;
+  });
+  // Stage 2 (serial): append new frames in order.
+  std::vector<Digest> out;
+  out.reserve(reqs.size());
+  for (size_t i = 0; i < prep.size(); i++) {
+    Prepared& p = prep[i];
+    LFS_RETURN_IF_ERROR(p.status);
+    out.push_back(p.digest);
+    impl_->ref_deltas[p.digest] += 1;
+    if (p.exists || impl_->new_chunks.count(p.digest)) {
+      chunks_dedup_++;
+      continue;
+    }
+    LFS_RETURN_IF_ERROR(StartPackIfNeeded());
+    p.entry.pack_id = impl_->pack_id;
+    p.entry.offset = impl_->pack->Size();
+    LFS_RETURN_IF_ERROR(impl_->pack->Append(p.frame));
+    bytes_appended_ += p.frame.size();
+    chunks_new_++;
+    impl_->new_chunks[p.digest] = p.entry;
+    p.frame.clear();
+    p.frame.shrink_to_fit();
+  }
+  return out;
+}
+
+Status WriteBatch::StartPackIfNeeded() {
+  Store& st = *store_;
+  if (impl_->pack && impl_->pack->Size() < st.options().pack_target_bytes) return Status::OK();
+  if (impl_->pack) {
+    // Seal the full pack: sync it now, record its final length.
+    LFS_RETURN_IF_ERROR(impl_->pack->Sync());
+    impl_->pack_updates[impl_->pack_id] = PackEntry{impl_->pack->Size(), true};
+    LFS_RETURN_IF_ERROR(impl_->pack->Close());
+  }
+  uint64_t id = impl_->next_pack++;
+  LFS_ASSIGN_OR_RETURN(impl_->pack, st.env()->OpenAppendable(st.PackPath(id), 0));
+  impl_->created_packs.push_back(id);
+  impl_->pack_id = id;
+  LFS_RETURN_IF_ERROR(impl_->pack->Append(PackHeader()));
+  impl_->pack_updates[id] = PackEntry{impl_->pack->Size(), false};
+  return Status::OK();
+}
+
+Status WriteBatch::MoveFrame(const Digest& d, std::string_view frame, const ChunkEntry& e) {
+  LFS_RETURN_IF_ERROR(StartPackIfNeeded());
+  ChunkEntry moved = e;
+  moved.pack_id = impl_->pack_id;
+  moved.offset = impl_->pack->Size();
+  LFS_RETURN_IF_ERROR(impl_->pack->Append(frame));
+  bytes_appended_ += frame.size();
+  impl_->moved_chunks[d] = moved;
+  return Status::OK();
+}
+
+void WriteBatch::AddRef(const Digest& d, int64_t delta) { impl_->ref_deltas[d] += delta; }
+
+Status WriteBatch::Commit(const std::function<Status(WriteTxn&)>& extra) {
+  if (impl_->done) return Status::InvalidArgument("batch already finished");
+  Store& st = *store_;
+  // 1. Durability of pack bytes before anything references them.
+  if (impl_->pack) {
+    LFS_RETURN_IF_ERROR(impl_->pack->Sync());
+    auto& pe = impl_->pack_updates[impl_->pack_id];
+    pe.length = impl_->pack->Size();
+  }
+  if (!impl_->created_packs.empty()) LFS_RETURN_IF_ERROR(st.env()->SyncDir(st.path() + "/packs"));
+  // 2. One transaction makes it all reachable.
+  WriteTxn txn(st.db());
+  LFS_RETURN_IF_ERROR(txn.begin_status());
+  for (auto& [d, e] : impl_->new_chunks) {
+    std::string key = d.Encode();
+    LFS_ASSIGN_OR_RETURN(auto existing, txn.Get(Table::kChunks, key));
+    if (existing) continue;  // another writer stored it first: ours is dead space
+    ChunkEntry ne = e;
+    ne.refs = 0;
+    LFS_RETURN_IF_ERROR(txn.Put(Table::kChunks, key, ne.Encode()));
+    if (!ne.base.empty()) LFS_RETURN_IF_ERROR(AdjustChunkRefs(txn, ne.base, +1));
+  }
+  // Increments first so that a chunk released and re-added in one batch survives.
+  for (auto& [d, delta] : impl_->ref_deltas) {
+    if (delta > 0) LFS_RETURN_IF_ERROR(AdjustChunkRefs(txn, d, delta));
+  }
+  for (auto& [d, delta] : impl_->ref_deltas) {
+    if (delta < 0) LFS_RETURN_IF_ERROR(AdjustChunkRefs(txn, d, delta));
+  }
+  // A chunk stored by this batch whose references cancelled out (its tensor
+  // turned out to exist already) must not linger in the index.
+  for (auto& [d, e] : impl_->new_chunks) {
+    auto it = impl_->ref_deltas.find(d);
+    if (it == impl_->ref_deltas.end() || it->second == 0) {
+      LFS_ASSIGN_OR_RETURN(auto v, txn.Get(Table::kChunks, d.Encode()));
+      if (v) {
+        LFS_ASSIGN_OR_RETURN(ChunkEntry ce, ChunkEntry::Decode(*v));
+        if (ce.refs == 0) LFS_RETURN_IF_ERROR(AdjustChunkRefs(txn, d, 0));
+      }
+    }
+  }
+  for (auto& [d, moved] : impl_->moved_chunks) {
+    std::string key = d.Encode();
+    LFS_ASSIGN_OR_RETURN(auto v, txn.Get(Table::kChunks, key));
+    if (!v) continue;  // released meanwhile
+    LFS_ASSIGN_OR_RETURN(ChunkEntry cur, ChunkEntry::Decode(*v));
+    cur.pack_id = moved.pack_id;
+    cur.offset = moved.offset;
+    LFS_RETURN_IF_ERROR(txn.Put(Table::kChunks, key, cur.Encode()));
+  }
+  for (auto& [id, pe] : impl_->pack_updates) {
+    LFS_RETURN_IF_ERROR(txn.Put(Table::kPacks, KeyU64(id), pe.Encode()));
+  }
+  LFS_RETURN_IF_ERROR(txn.Put(Table::kMeta, kMetaNextPack, KeyU64(impl_->next_pack)));
+  if (impl_->pack) {
+    LFS_RETURN_IF_ERROR(txn.Put(Table::kMeta, kMetaActivePack, KeyU64(impl_->pack_id)));
+  }
+  if (extra) LFS_RETURN_IF_ERROR(extra(txn));
+  LFS_RETURN_IF_ERROR(txn.Commit());
+  impl_->done = true;
+  if (impl_->pack) (void)impl_->pack->Close();
+  impl_->lock.reset();
+  return Status::OK();
+}
+
+void WriteBatch::Abort() {
+  if (impl_->done) return;
+  impl_->done = true;
+  Store& st = *store_;
+  // Nothing references the appended bytes: drop packs this batch created; the
+  // active pack's tail is cut by the next writer (its committed length stands).
+  if (impl_->pack) (void)impl_->pack->Close();
+  for (uint64_t id : impl_->created_packs) (void)st.env()->Remove(st.PackPath(id));
+  impl_->lock.reset();
+}
+
+}  // namespace lfs
+
+// ---------------------------------------------------------------------------
+// Garbage collection
+
+namespace lfs {
+
+Status Store::Gc(const GcOptions& opts, GcStats* stats) {
+  *stats = GcStats();
+  LFS_ASSIGN_OR_RETURN(auto batch, BeginWrite());
+  // Live bytes per pack, from the index.
+  std::map<uint64_t, uint64_t> live;
+  std::map<uint64_t, PackEntry> packs;
+  std::map<uint64_t, std::vector<std::pair<Digest, ChunkEntry>>> chunks_in;
+  std::optional<uint64_t> active;
+  {
+    ReadTxn txn(*db_);
+    LFS_RETURN_IF_ERROR(txn.Scan(Table::kPacks, "", [&](std::string_view k, std::string_view v) {
+      auto p = PackEntry::Decode(v);
+      if (p.ok()) packs[DecodeKeyU64(k)] = *p;
+      return true;
+    }));
+    Status bad;
+    LFS_RETURN_IF_ERROR(txn.Scan(Table::kChunks, "", [&](std::string_view k, std::string_view v) {
+      auto e = ChunkEntry::Decode(v);
+      auto d = Digest::Decode(reinterpret_cast<const uint8_t*>(k.data()), k.size());
+      if (!e.ok() || !d) {
+        bad = Status::Corruption("malformed chunk index entry");
+        return false;
+      }
+      live[e->pack_id] += e->frame_len;
+      chunks_in[e->pack_id].push_back({*d, *e});
+      return true;
+    }));
+    LFS_RETURN_IF_ERROR(bad);
+    LFS_ASSIGN_OR_RETURN(auto a, txn.Get(Table::kMeta, kMetaActivePack));
+    if (a) active = DecodeKeyU64(*a);
+  }
+  std::vector<uint64_t> retire;
+  for (const auto& [id, pe] : packs) {
+    if (active && id == *active && !pe.sealed) continue;  // still being filled
+    uint64_t payload = pe.length > kPackHeaderSize ? pe.length - kPackHeaderSize : 0;
+    if (payload == 0) continue;
+    double frac = static_cast<double>(live[id]) / static_cast<double>(payload);
+    if (frac >= opts.min_live_fraction) continue;
+    for (const auto& [d, e] : chunks_in[id]) {
+      LFS_ASSIGN_OR_RETURN(std::string frame, ReadFrame(e));
+      FrameHeader h;
+      std::string_view payload_view;
+      LFS_RETURN_IF_ERROR(
+          DecodeFrame(frame, &h, &payload_view).Annotate("gc: chunk " + d.Hex()));
+      LFS_RETURN_IF_ERROR(batch->MoveFrame(d, frame, e));
+    }
+    retire.push_back(id);
+    stats->bytes_reclaimed += pe.length - live[id];
+  }
+  LFS_RETURN_IF_ERROR(batch->Commit([&](WriteTxn& txn) {
+    for (uint64_t id : retire) LFS_RETURN_IF_ERROR(txn.Del(Table::kPacks, KeyU64(id)));
+    return Status::OK();
+  }));
+  // Only now, with nothing referencing them, do the old packs go.
+  for (uint64_t id : retire) {
+    ForgetPackFile(id);
+    if (live[id] > 0) stats->packs_rewritten++;
+    stats->packs_deleted++;
+    (void)env_->Remove(PackPath(id));
+  }
+  // Pack files no committed state knows (a crashed writer's new packs).
+  auto lock = env_->Lock(path_ + "/LOCK");
+  if (lock.ok()) {
+    ReadTxn txn(*db_);
+    LFS_ASSIGN_OR_RETURN(auto names, env_->ListDir(path_ + "/packs"));
+    for (const auto& n : names) {
+      if (n.size() != 21 || n.substr(16) != ".pack") continue;
+      uint64_t id = std::strtoull(n.substr(0, 16).c_str(), nullptr, 16);
+      LFS_ASSIGN_OR_RETURN(auto v, txn.Get(Table::kPacks, KeyU64(id)));
+      if (!v) {
+        (void)env_->Remove(PackPath(id));
+        stats->orphan_files_removed++;
+      }
+    }
+  }
+  return env_->SyncDir(path_ + "/packs");
+}
+
+Status Store::VerifyChunks(std::vector<ChunkProblem>* problems, uint64_t* chunks_checked) {
+  *chunks_checked = 0;
+  std::vector<Digest> all;
+  {
+    ReadTxn txn(*db_);
+    LFS_RETURN_IF_ERROR(txn.Scan(Table::kChunks, "", [&](std::string_view k, std::string_view) {
+      auto d = Digest::Decode(reinterpret_cast<const uint8_t*>(k.data()), k.size());
+      if (d) all.push_back(*d);
+      return true;
+    }));
+  }
+  DropCache();
+  for (const Digest& d : all) {
+    auto r = ReadChunk(d);
+    (*chunks_checked)++;
+    if (!r.ok()) problems->push_back({d, r.status().ToString()});
+  }
+  DropCache();
+  return Status::OK();
+}
+
+}  // namespace lfs

@@ -1,0 +1,76 @@
+// Format-aware ingest: a file becomes a byte-exact recipe; the tensors of a
+// recognised checkpoint become tensor objects, stored once store-wide and
+// delta-encoded chunk by chunk against the matching tensors of the parents.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "store/chunker.h"
+#include "store/objects.h"
+#include "store/store.h"
+
+namespace lfs {
+
+// Parent tensors a child's tensors may be delta-encoded against.
+class DeltaBases {
+ public:
+  void Add(const TensorRef& t);  // call for each tensor of each parent, best parent first
+  // Candidate base objects for a tensor: same name first, then same dtype+shape.
+  std::vector<Digest> Candidates(const std::string& name, formats::DType dtype,
+                                 const std::vector<int64_t>& shape) const;
+  bool empty() const { return by_name_.empty(); }
+
+ private:
+  std::unordered_map<std::string, std::vector<Digest>> by_name_;
+  std::map<std::string, std::vector<Digest>> by_shape_;
+};
+
+struct IngestOptions {
+  const DeltaBases* bases = nullptr;
+  uint32_t tensor_chunk_bytes = 1 << 20;  // see store/FORMAT.md "Chunk sizes"
+  CdcParams cdc;
+  formats::ParseLimits limits;
+  std::function<void(const std::string&)> log;           // fallback reasons etc.
+  std::function<void(uint64_t bytes_done)> progress;     // called as bytes are consumed
+};
+
+struct IngestedFile {
+  Digest digest;  // XXH3-128 of the whole file: the file object's key
+  uint64_t size = 0;
+  formats::Format format = formats::Format::kGeneric;
+  std::string note;  // reason a checkpoint-looking file was stored generically
+  uint64_t tensors = 0, tensors_deduped = 0, chunks_delta = 0;
+};
+
+class Ingester {
+ public:
+  Ingester(WriteBatch& batch, IngestOptions opts);
+  Result<IngestedFile> AddFile(const std::string& name, const formats::RandomAccess& src);
+  // Writes the new tensor and file records; run inside WriteBatch::Commit(extra)
+  // before anything references the files.
+  Status Apply(WriteTxn& txn);
+
+ private:
+  Result<Digest> AddTensorData(const std::string& name, formats::DType dtype,
+                               const std::vector<int64_t>& shape, const formats::RandomAccess& src,
+                               uint64_t offset, uint64_t nbytes, Hasher* file_hash,
+                               IngestedFile* stats);
+  Status AddGenericBytes(const formats::RandomAccess& src, uint64_t offset, uint64_t nbytes,
+                         Hasher* file_hash, std::vector<Extent>* extents);
+  Result<std::optional<TensorObject>> FindTensor(const Digest& d);
+  void Progress(uint64_t n);
+
+  WriteBatch& batch_;
+  IngestOptions opts_;
+  CdcChunker chunker_;
+  std::map<Digest, TensorObject> new_tensors_;
+  std::map<Digest, int64_t> tensor_refs_;
+  std::map<Digest, FileRecipe> new_files_;
+  uint64_t bytes_done_ = 0;
+};
+
+}  // namespace lfs

@@ -1,0 +1,269 @@
+#include "store/objects.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "store/coding.h"
+
+namespace lfs {
+
+namespace {
+constexpr uint8_t kTensorVersion = 1;
+constexpr uint8_t kFileVersion = 1;
+uint64_t ZigZag(int64_t v) { return (static_cast<uint64_t>(v) << 1) ^ static_cast<uint64_t>(v >> 63); }
+int64_t UnZigZag(uint64_t v) { return static_cast<int64_t>(v >> 1) ^ -static_cast<int64_t>(v & 1); }
+void PutDims(std::string* s, const std::vector<int64_t>& dims) {
+  PutVarint(s, dims.size());
+  for (int64_t d : dims) PutVarint(s, ZigZag(d));
+}
+bool GetDims(Decoder& d, std::vector<int64_t>* dims) {
+  uint64_t n = d.Varint();
+  if (n > 64 || !d.ok()) return false;
+  dims->resize(n);
+  for (auto& x : *dims) x = UnZigZag(d.Varint());
+  return d.ok();
+}
+}  // namespace
+
+std::string TensorObject::Encode() const {
+  std::string v;
+  PutFixed8(&v, kTensorVersion);
+  PutFixed64(&v, nbytes);
+  PutFixed32(&v, chunk_bytes);
+  PutFixed8(&v, elem_width);
+  PutFixed32(&v, crc32);
+  PutFixed32(&v, refs);
+  PutVarint(&v, chunks.size());
+  for (const auto& c : chunks) PutDigest(&v, c);
+  return v;
+}
+
+Result<TensorObject> TensorObject::Decode(std::string_view v) {
+  Decoder d(v);
+  TensorObject t;
+  if (d.Fixed8() != kTensorVersion) return Status::Corruption("unknown tensor record version");
+  t.nbytes = d.Fixed64();
+  t.chunk_bytes = d.Fixed32();
+  t.elem_width = d.Fixed8();
+  t.crc32 = d.Fixed32();
+  t.refs = d.Fixed32();
+  uint64_t n = d.Varint();
+  if (!d.ok() || n > d.remaining() / Digest::kEncodedBytes) {
+    return Status::Corruption("malformed tensor record");
+  }
+  t.chunks.reserve(n);
+  for (uint64_t i = 0; i < n; i++) t.chunks.push_back(d.DigestValue());
+  if (!d.ok() || !d.done()) return Status::Corruption("malformed tensor record");
+  uint64_t expect = t.chunk_bytes ? (t.nbytes + t.chunk_bytes - 1) / t.chunk_bytes : 0;
+  if (t.chunk_bytes == 0 || expect != n) return Status::Corruption("tensor chunk count mismatch");
+  return t;
+}
+
+std::string FileRecipe::Encode() const {
+  std::string v;
+  PutFixed8(&v, kFileVersion);
+  PutFixed8(&v, static_cast<uint8_t>(format));
+  PutFixed64(&v, size);
+  PutFixed32(&v, refs);
+  PutBytes(&v, note);
+  PutVarint(&v, extents.size());
+  for (const auto& e : extents) {
+    PutFixed8(&v, static_cast<uint8_t>(e.kind));
+    PutDigest(&v, e.digest);
+    PutVarint(&v, e.object_offset);
+    PutVarint(&v, e.length);
+  }
+  PutVarint(&v, tensors.size());
+  for (const auto& t : tensors) {
+    PutBytes(&v, t.name);
+    PutFixed8(&v, static_cast<uint8_t>(t.dtype));
+    PutDims(&v, t.shape);
+    PutDigest(&v, t.object);
+    PutVarint(&v, t.object_offset);
+    PutVarint(&v, t.nbytes);
+    PutFixed8(&v, t.contiguous ? 1 : 0);
+    PutDims(&v, t.stride);
+    PutVarint(&v, ZigZag(t.storage_offset));
+  }
+  return v;
+}
+
+Result<FileRecipe> FileRecipe::Decode(std::string_view v) {
+  Decoder d(v);
+  FileRecipe f;
+  if (d.Fixed8() != kFileVersion) return Status::Corruption("unknown file record version");
+  f.format = static_cast<formats::Format>(d.Fixed8());
+  f.size = d.Fixed64();
+  f.refs = d.Fixed32();
+  f.note = std::string(d.Bytes());
+  uint64_t n = d.Varint();
+  if (!d.ok() || n > d.remaining()) return Status::Corruption("malformed file record");
+  f.extents.resize(n);
+  uint64_t total = 0;
+  for (auto& e : f.extents) {
+    uint8_t k = d.Fixed8();
+    if (k > 1) return Status::Corruption("unknown extent kind");
+    e.kind = static_cast<Extent::Kind>(k);
+    e.digest = d.DigestValue();
+    e.object_offset = d.Varint();
+    e.length = d.Varint();
+    total += e.length;
+  }
+  uint64_t nt = d.Varint();
+  if (!d.ok() || nt > d.remaining()) return Status::Corruption("malformed file record");
+  f.tensors.resize(nt);
+  for (auto& t : f.tensors) {
+    t.name = std::string(d.Bytes());
+    t.dtype = static_cast<formats::DType>(d.Fixed8());
+    if (!GetDims(d, &t.shape)) return Status::Corruption("malformed tensor shape");
+    t.object = d.DigestValue();
+    t.object_offset = d.Varint();
+    t.nbytes = d.Varint();
+    t.contiguous = d.Fixed8() != 0;
+    if (!GetDims(d, &t.stride)) return Status::Corruption("malformed tensor stride");
+    t.storage_offset = UnZigZag(d.Varint());
+  }
+  if (!d.ok() || !d.done()) return Status::Corruption("malformed file record");
+  if (total != f.size) return Status::Corruption("file extents do not add up to its size");
+  return f;
+}
+
+Result<std::optional<TensorObject>> GetTensor(const Txn& txn, const Digest& d) {
+  LFS_ASSIGN_OR_RETURN(auto v, txn.Get(Table::kTensors, d.Encode()));
+  if (!v) return std::optional<TensorObject>();
+  LFS_ASSIGN_OR_RETURN(TensorObject t, TensorObject::Decode(*v));
+  return std::optional<TensorObject>(std::move(t));
+}
+
+Result<std::optional<FileRecipe>> GetFile(const Txn& txn, const Digest& d) {
+  LFS_ASSIGN_OR_RETURN(auto v, txn.Get(Table::kFiles, d.Encode()));
+  if (!v) return std::optional<FileRecipe>();
+  LFS_ASSIGN_OR_RETURN(FileRecipe f, FileRecipe::Decode(*v));
+  return std::optional<FileRecipe>(std::move(f));
+}
+
+Result<FileRecipe> LoadFile(const Store& store, const Digest& d) {
+  ReadTxn txn(store.db());
+  LFS_ASSIGN_OR_RETURN(auto f, GetFile(txn, d));
+  if (!f) return Status::NotFound("file object " + d.Hex() + " is not in the store");
+  return std::move(*f);
+}
+
+Result<TensorObject> LoadTensor(const Store& store, const Digest& d) {
+  ReadTxn txn(store.db());
+  LFS_ASSIGN_OR_RETURN(auto t, GetTensor(txn, d));
+  if (!t) return Status::NotFound("tensor object " + d.Hex() + " is not in the store");
+  return std::move(*t);
+}
+
+Status AdjustTensorRefs(WriteTxn& txn, const Digest& d, int64_t delta) {
+  std::string key = d.Encode();
+  LFS_ASSIGN_OR_RETURN(auto t, GetTensor(txn, d));
+  if (!t) return Status::Corruption("reference to unknown tensor " + d.Hex());
+  int64_t refs = static_cast<int64_t>(t->refs) + delta;
+  if (refs < 0) return Status::Corruption("tensor reference count below zero: " + d.Hex());
+  if (refs > 0) {
+    t->refs = static_cast<uint32_t>(refs);
+    return txn.Put(Table::kTensors, key, t->Encode());
+  }
+  LFS_RETURN_IF_ERROR(txn.Del(Table::kTensors, key));
+  for (const auto& c : t->chunks) LFS_RETURN_IF_ERROR(AdjustChunkRefs(txn, c, -1));
+  return Status::OK();
+}
+
+Status AdjustFileRefs(WriteTxn& txn, const Digest& d, int64_t delta) {
+  std::string key = d.Encode();
+  LFS_ASSIGN_OR_RETURN(auto f, GetFile(txn, d));
+  if (!f) return Status::Corruption("reference to unknown file " + d.Hex());
+  int64_t refs = static_cast<int64_t>(f->refs) + delta;
+  if (refs < 0) return Status::Corruption("file reference count below zero: " + d.Hex());
+  if (refs > 0) {
+    f->refs = static_cast<uint32_t>(refs);
+    return txn.Put(Table::kFiles, key, f->Encode());
+  }
+  LFS_RETURN_IF_ERROR(txn.Del(Table::kFiles, key));
+  for (const auto& e : f->extents) {
+    if (e.kind == Extent::Kind::kChunk) {
+      LFS_RETURN_IF_ERROR(AdjustChunkRefs(txn, e.digest, -1));
+    } else {
+      LFS_RETURN_IF_ERROR(AdjustTensorRefs(txn, e.digest, -1));
+    }
+  }
+  return Status::OK();
+}
+
+Result<size_t> ObjectReader::ReadTensor(Store& store, const TensorObject& t, uint64_t off,
+                                        size_t n, char* out) {
+  if (off >= t.nbytes) return size_t{0};
+  n = static_cast<size_t>(std::min<uint64_t>(n, t.nbytes - off));
+  size_t done = 0;
+  while (done < n) {
+    uint64_t pos = off + done;
+    uint64_t ci = pos / t.chunk_bytes;
+    uint64_t in_chunk = pos % t.chunk_bytes;
+    LFS_ASSIGN_OR_RETURN(auto chunk, store.ReadChunk(t.chunks[ci]));
+    if (in_chunk >= chunk->size()) return Status::Corruption("tensor chunk shorter than expected");
+    size_t take = std::min<size_t>(n - done, chunk->size() - in_chunk);
+    std::memcpy(out + done, chunk->data() + in_chunk, take);
+    done += take;
+  }
+  return done;
+}
+
+Result<std::shared_ptr<FileReader>> FileReader::Open(Store& store, const Digest& file) {
+  LFS_ASSIGN_OR_RETURN(FileRecipe r, LoadFile(store, file));
+  return std::make_shared<FileReader>(store, std::move(r));
+}
+
+FileReader::FileReader(Store& store, FileRecipe recipe) : store_(store), recipe_(std::move(recipe)) {
+  uint64_t pos = 0;
+  starts_.reserve(recipe_.extents.size());
+  for (const auto& e : recipe_.extents) {
+    starts_.push_back(pos);
+    pos += e.length;
+  }
+}
+
+Result<std::shared_ptr<const TensorObject>> FileReader::Tensor(const Digest& d) const {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = tensors_.find(d);
+    if (it != tensors_.end()) return it->second;
+  }
+  LFS_ASSIGN_OR_RETURN(TensorObject t, LoadTensor(store_, d));
+  auto sp = std::make_shared<const TensorObject>(std::move(t));
+  std::lock_guard<std::mutex> l(mu_);
+  tensors_[d] = sp;
+  return sp;
+}
+
+Result<size_t> FileReader::ReadAt(uint64_t off, size_t n, char* out) const {
+  if (off >= recipe_.size) return size_t{0};
+  n = static_cast<size_t>(std::min<uint64_t>(n, recipe_.size - off));
+  size_t done = 0;
+  size_t i = static_cast<size_t>(std::upper_bound(starts_.begin(), starts_.end(), off) -
+                                 starts_.begin()) - 1;
+  while (done < n && i < recipe_.extents.size()) {
+    const Extent& e = recipe_.extents[i];
+    uint64_t in_ext = off + done - starts_[i];
+    size_t take = static_cast<size_t>(std::min<uint64_t>(n - done, e.length - in_ext));
+    if (e.kind == Extent::Kind::kChunk) {
+      LFS_ASSIGN_OR_RETURN(auto chunk, store_.ReadChunk(e.digest));
+      if (e.object_offset + in_ext + take > chunk->size()) {
+        return Status::Corruption("file extent past the end of its chunk");
+      }
+      std::memcpy(out + done, chunk->data() + e.object_offset + in_ext, take);
+    } else {
+      LFS_ASSIGN_OR_RETURN(auto t, Tensor(e.digest));
+      LFS_ASSIGN_OR_RETURN(size_t got,
+                           ObjectReader::ReadTensor(store_, *t, e.object_offset + in_ext, take,
+                                                    out + done));
+      if (got != take) return Status::Corruption("tensor object shorter than its file extent");
+    }
+    done += take;
+    i++;
+  }
+  return done;
+}
+
+}  // namespace lfs

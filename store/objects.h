@@ -1,0 +1,107 @@
+// Objects above chunks: tensor data objects and byte-exact file recipes.
+//
+// A tensor object is the bytes of one tensor (or one .pt storage record), cut
+// into fixed-size chunks from its start so chunk i of a child lines up with
+// chunk i of its parent. A file recipe lists extents that concatenate to the
+// file's exact bytes: generic chunks (content-defined) or ranges of tensor
+// objects. Reference counts: files are counted by versions (lineage), tensors
+// by file extents, chunks by tensors, generic extents and delta children.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "store/digest.h"
+#include "store/formats/format.h"
+#include "store/lmdb.h"
+#include "store/store.h"
+
+namespace lfs {
+
+struct TensorObject {
+  uint64_t nbytes = 0;
+  uint32_t chunk_bytes = 0;
+  uint8_t elem_width = 1;
+  uint32_t crc32 = 0;  // of the bytes: synthesized zip views need it
+  uint32_t refs = 0;
+  std::vector<Digest> chunks;
+
+  std::string Encode() const;
+  static Result<TensorObject> Decode(std::string_view v);
+};
+
+// A named tensor inside a file (for .pt: a view of a storage object).
+struct TensorRef {
+  std::string name;
+  formats::DType dtype = formats::DType::kUnknown;
+  std::vector<int64_t> shape;
+  Digest object;             // the tensor (or storage) data object
+  uint64_t object_offset = 0;  // first byte of this tensor inside the object
+  uint64_t nbytes = 0;         // bytes of a contiguous view (0 when not contiguous)
+  bool contiguous = true;
+  std::vector<int64_t> stride;  // .pt only
+  int64_t storage_offset = 0;   // .pt only, elements
+};
+
+struct Extent {
+  enum class Kind : uint8_t { kChunk = 0, kTensor = 1 };  // frozen
+  Kind kind = Kind::kChunk;
+  Digest digest;
+  uint64_t object_offset = 0;
+  uint64_t length = 0;
+};
+
+struct FileRecipe {
+  formats::Format format = formats::Format::kGeneric;
+  uint64_t size = 0;
+  uint32_t refs = 0;
+  std::string note;  // why a checkpoint-looking file was stored generically
+  std::vector<Extent> extents;
+  std::vector<TensorRef> tensors;
+
+  std::string Encode() const;
+  static Result<FileRecipe> Decode(std::string_view v);
+};
+
+Result<std::optional<TensorObject>> GetTensor(const Txn& txn, const Digest& d);
+Result<std::optional<FileRecipe>> GetFile(const Txn& txn, const Digest& d);
+Result<FileRecipe> LoadFile(const Store& store, const Digest& d);  // own short txn
+Result<TensorObject> LoadTensor(const Store& store, const Digest& d);
+
+// Reference changes with cascading release (file -> tensors -> chunks).
+Status AdjustFileRefs(WriteTxn& txn, const Digest& file, int64_t delta);
+Status AdjustTensorRefs(WriteTxn& txn, const Digest& tensor, int64_t delta);
+
+// Random-access reader of an object's bytes through the chunk cache.
+class ObjectReader {
+ public:
+  // Reads [off, off+n) of a tensor object into out (n bytes, or fewer at EOF).
+  static Result<size_t> ReadTensor(Store& store, const TensorObject& t, uint64_t off, size_t n,
+                                   char* out);
+};
+
+// Reads a file recipe at any offset; immutable, so safe to share across threads.
+class FileReader {
+ public:
+  static Result<std::shared_ptr<FileReader>> Open(Store& store, const Digest& file);
+  FileReader(Store& store, FileRecipe recipe);
+  uint64_t size() const { return recipe_.size; }
+  const FileRecipe& recipe() const { return recipe_; }
+  // Reads up to n bytes at off; returns bytes read (0 at EOF).
+  Result<size_t> ReadAt(uint64_t off, size_t n, char* out) const;
+
+ private:
+  Result<std::shared_ptr<const TensorObject>> Tensor(const Digest& d) const;
+  Store& store_;
+  FileRecipe recipe_;
+  std::vector<uint64_t> starts_;  // file offset of each extent
+  mutable std::mutex mu_;
+  mutable std::map<Digest, std::shared_ptr<const TensorObject>> tensors_;
+};
+
+}  // namespace lfs

@@ -1,0 +1,177 @@
+// The chunk store: content-addressed, deduplicated, compressed chunks in
+// immutable pack files, indexed in LMDB.
+//
+// Concurrency: any number of reader threads and processes; one writer at a
+// time across processes (a WriteBatch holds an exclusive flock on STORE/LOCK
+// from BeginWrite until Commit/Abort). LMDB serialises its own write
+// transactions too; the flock additionally covers appending to the active pack.
+//
+// Write protocol (crash safety): chunk frames are appended to the active pack
+// and fdatasync'd (and the packs directory fsync'd when a pack was created)
+// before the one LMDB transaction that makes them reachable commits. Bytes
+// past a pack's committed length are a torn tail: the next writer cuts them.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "store/codec.h"
+#include "store/digest.h"
+#include "store/env.h"
+#include "store/lmdb.h"
+#include "store/status.h"
+
+namespace lfs {
+
+struct StoreOptions {
+  Env* env = nullptr;                    // nullptr: Env::Default()
+  uint64_t pack_target_bytes = 64 << 20;  // a pack is sealed once it reaches this size
+  size_t cache_bytes = 256 << 20;         // decoded-chunk cache
+  int max_delta_depth = 3;                // a read decodes at most this + 1 chunks
+  int encode_threads = 0;                 // 0: one per core
+  bool read_only = false;
+  uint64_t map_size = 1ull << 40;
+};
+
+// A chunk index entry (table "chunks", key = 17-byte digest).
+struct ChunkEntry {
+  uint64_t pack_id = 0;
+  uint64_t offset = 0;      // of the frame in the pack
+  uint32_t frame_len = 0;   // header + payload + trailer
+  uint32_t raw_len = 0;
+  codec::CodecId codec = codec::CodecId::kRaw;
+  uint8_t elem_width = 1;
+  uint8_t depth = 0;        // delta chain length below this chunk (0: standalone)
+  uint32_t refs = 0;
+  Digest base;              // delta base (empty unless codec is kXorDelta)
+
+  std::string Encode() const;
+  static Result<ChunkEntry> Decode(std::string_view v);
+};
+
+struct PackEntry {
+  uint64_t length = 0;  // committed length: bytes past it are a torn tail
+  bool sealed = false;
+  std::string Encode() const;
+  static Result<PackEntry> Decode(std::string_view v);
+};
+
+// Applies a reference-count change to a chunk inside txn. A chunk whose count
+// reaches zero leaves the index (its bytes become dead space for gc) and
+// releases its delta base in turn.
+Status AdjustChunkRefs(WriteTxn& txn, const Digest& d, int64_t delta);
+
+class Store;
+
+struct ChunkRequest {
+  std::string_view raw;
+  int elem_width = 1;
+  std::optional<Digest> base;  // a committed chunk to try a lossless delta against
+};
+
+class WriteBatch {
+ public:
+  ~WriteBatch();  // aborts when not committed
+  // Stores each chunk unless already present (in the index or this batch) and
+  // adds one reference to it. Encoding runs on the store's worker threads;
+  // frames are appended in request order.
+  Result<std::vector<Digest>> PutChunks(const std::vector<ChunkRequest>& reqs);
+  Result<Digest> PutChunk(std::string_view raw, int elem_width, std::optional<Digest> base = {});
+  // Further reference changes, applied at commit.
+  void AddRef(const Digest& d, int64_t delta);
+  // Makes everything durable and reachable atomically; `extra` runs inside the
+  // same LMDB transaction (for tensor/file/version records).
+  Status Commit(const std::function<Status(WriteTxn&)>& extra = nullptr);
+  void Abort();
+  Store& store() { return *store_; }
+  uint64_t bytes_appended() const { return bytes_appended_; }
+  uint64_t chunks_new() const { return chunks_new_; }
+  uint64_t chunks_dedup() const { return chunks_dedup_; }
+
+ private:
+  friend class Store;
+  explicit WriteBatch(Store* s);
+  // Gc: copies an encoded frame verbatim into the current pack and records
+  // the chunk's new location (refs are kept from the index at commit).
+  Status MoveFrame(const Digest& d, std::string_view frame, const ChunkEntry& e);
+  Status StartPackIfNeeded();
+  struct Impl;
+  Store* store_;
+  std::unique_ptr<Impl> impl_;
+  uint64_t bytes_appended_ = 0, chunks_new_ = 0, chunks_dedup_ = 0;
+};
+
+struct CacheStats {
+  uint64_t hits = 0, misses = 0, bytes = 0, capacity = 0;
+};
+
+struct GcOptions {
+  double min_live_fraction = 0.5;  // sealed packs below this are rewritten
+};
+struct GcStats {
+  uint64_t packs_rewritten = 0, packs_deleted = 0, bytes_reclaimed = 0, orphan_files_removed = 0;
+};
+
+struct ChunkProblem {
+  Digest digest;
+  std::string problem;
+};
+
+class Store {
+ public:
+  static Status Create(const std::string& path, const StoreOptions& opts = {});
+  static Result<std::unique_ptr<Store>> Open(const std::string& path, const StoreOptions& opts = {});
+  ~Store();
+
+  const std::string& path() const { return path_; }
+  const Db& db() const { return *db_; }
+  const StoreOptions& options() const { return opts_; }
+  Env* env() const { return env_; }
+
+  // Verified bytes of a chunk: a mismatch with its address is Corruption.
+  Result<std::shared_ptr<const std::string>> ReadChunk(const Digest& d);
+  Result<std::optional<ChunkEntry>> FindChunk(const Digest& d) const;
+
+  // Takes the cross-process writer lock (blocking).
+  Result<std::unique_ptr<WriteBatch>> BeginWrite();
+
+  // Rewrites sealed packs whose live fraction is low; removes pack files that
+  // no committed state references. Takes the writer lock.
+  Status Gc(const GcOptions& opts, GcStats* stats);
+  // Reads and verifies every indexed chunk and every pack; appends problems.
+  Status VerifyChunks(std::vector<ChunkProblem>* problems, uint64_t* chunks_checked);
+
+  CacheStats cache_stats() const;
+  void DropCache();
+  // Total bytes in pack files (committed lengths) and live frame bytes.
+  Status PackUsage(uint64_t* pack_bytes, uint64_t* live_bytes) const;
+
+  // Internal (WriteBatch): reads a frame without the cache.
+  Result<std::string> ReadFrame(const ChunkEntry& e) const;
+  std::string PackPath(uint64_t id) const;
+  class WorkerPool;
+  WorkerPool& workers() { return *workers_; }
+
+ private:
+  Store() = default;
+  Result<std::shared_ptr<const std::string>> ReadChunkDepth(const Digest& d, int depth);
+  Result<std::shared_ptr<RandomAccessFile>> PackFile(uint64_t id) const;
+  void ForgetPackFile(uint64_t id) const;
+
+  std::string path_;
+  StoreOptions opts_;
+  Env* env_ = nullptr;
+  std::unique_ptr<Db> db_;
+  struct Cache;
+  std::unique_ptr<Cache> cache_;
+  struct PackFiles;
+  std::unique_ptr<PackFiles> packs_;
+  std::unique_ptr<WorkerPool> workers_;
+};
+
+}  // namespace lfs
