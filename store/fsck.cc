@@ -8,7 +8,7 @@
 
 namespace lfs {
 
-Status Fsck(Store& store, FsckReport* rep) {
+Status Fsck(Store& store, FsckReport* rep, const FsckOptions& opts) {
   *rep = FsckReport();
   // 1. Packs: present, long enough, with a valid header.
   std::map<uint64_t, PackEntry> packs;
@@ -126,13 +126,13 @@ Status Fsck(Store& store, FsckReport* rep) {
     }
   }
   for (const auto& [d, e] : chunks) {
-    if (chunk_refs[d] != e.refs) {
+    if (opts.verify_refcounts && chunk_refs[d] != e.refs) {
       rep->errors.push_back("chunk " + d.Hex() + " has reference count " + std::to_string(e.refs) +
                             ", expected " + std::to_string(chunk_refs[d]));
     }
   }
   for (const auto& [d, t] : tensors) {
-    if (tensor_refs[d] != t.refs) {
+    if (opts.verify_refcounts && tensor_refs[d] != t.refs) {
       rep->errors.push_back("tensor " + d.Hex() + " has reference count " +
                             std::to_string(t.refs) + ", expected " +
                             std::to_string(tensor_refs[d]));

@@ -18,6 +18,12 @@ struct FsckReport {
   bool ok() const { return errors.empty(); }
 };
 
-Status Fsck(Store& store, FsckReport* report);
+struct FsckOptions {
+  // Chunk-level users (tests, tools) may hold chunk references outside tensor
+  // and file records; they turn the recount off.
+  bool verify_refcounts = true;
+};
+
+Status Fsck(Store& store, FsckReport* report, const FsckOptions& opts = {});
 
 }  // namespace lfs

@@ -1,0 +1,325 @@
+#include "store/store.h"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <random>
+#include <thread>
+
+#include "store/fsck.h"
+#include "store/objects.h"
+#include "tests/testing/temp_dir.h"
+
+namespace lfs {
+namespace {
+
+std::string RandomBytes(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::string s(n, '\0');
+  for (auto& c : s) c = static_cast<char>(rng());
+  return s;
+}
+
+std::string WeightLike(size_t n_floats, uint32_t seed, float scale = 0.02f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0.0f, scale);
+  std::string s(n_floats * 4, '\0');
+  for (size_t i = 0; i < n_floats; i++) {
+    float f = nd(rng);
+    std::memcpy(&s[i * 4], &f, 4);
+  }
+  return s;
+}
+
+// These tests hold chunk references directly, not through tensor/file records.
+const FsckOptions kChunkLevel{.verify_refcounts = false};
+
+class ChunkStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override { ASSERT_TRUE(Store::Create(dir_.path(), opts_).ok()); Reopen(); }
+  void Reopen() {
+    store_.reset();
+    auto s = Store::Open(dir_.path(), opts_);
+    ASSERT_TRUE(s.ok()) << s.status().ToString();
+    store_ = std::move(s).value();
+  }
+  testing::TempDir dir_;
+  StoreOptions opts_;
+  std::unique_ptr<Store> store_;
+};
+
+TEST_F(ChunkStoreTest, PutGetRoundTrip) {
+  std::string data = RandomBytes(100000, 1);
+  auto b = store_->BeginWrite();
+  ASSERT_TRUE(b.ok());
+  auto d = (*b)->PutChunk(data, 1);
+  ASSERT_TRUE(d.ok());
+  ASSERT_TRUE((*b)->Commit().ok());
+  EXPECT_EQ(*d, Digest::Of(data));
+  Reopen();
+  auto got = store_->ReadChunk(*d);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(**got, data);
+}
+
+TEST_F(ChunkStoreTest, DedupCountsReferences) {
+  std::string data = WeightLike(50000, 2);
+  for (int i = 0; i < 3; i++) {
+    auto b = store_->BeginWrite();
+    ASSERT_TRUE(b.ok());
+    ASSERT_TRUE((*b)->PutChunk(data, 4).ok());
+    ASSERT_TRUE((*b)->Commit().ok());
+  }
+  auto e = store_->FindChunk(Digest::Of(data));
+  ASSERT_TRUE(e.ok() && e->has_value());
+  EXPECT_EQ((*e)->refs, 3u);
+  uint64_t packs = 0, live = 0;
+  ASSERT_TRUE(store_->PackUsage(&packs, &live).ok());
+  EXPECT_LT(packs, data.size() + 1024);  // stored once, compressed
+}
+
+TEST_F(ChunkStoreTest, UncommittedBatchLeavesNoTrace) {
+  std::string data = RandomBytes(5000, 3);
+  {
+    auto b = store_->BeginWrite();
+    ASSERT_TRUE(b.ok());
+    ASSERT_TRUE((*b)->PutChunk(data, 1).ok());
+  }  // destroyed without commit
+  auto e = store_->FindChunk(Digest::Of(data));
+  ASSERT_TRUE(e.ok());
+  EXPECT_FALSE(e->has_value());
+  FsckReport rep;
+  ASSERT_TRUE(Fsck(*store_, &rep, kChunkLevel).ok());
+  EXPECT_TRUE(rep.ok());
+}
+
+TEST_F(ChunkStoreTest, DeltaAgainstParentIsBitExactAndBounded) {
+  std::string parent = WeightLike(262144, 4);
+  // A fine-tuned child: small updates to every weight.
+  std::string child = parent;
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd(0.0f, 1e-4f);
+  for (size_t i = 0; i < child.size() / 4; i++) {
+    float f;
+    std::memcpy(&f, &child[i * 4], 4);
+    f += nd(rng) * std::abs(f);
+    std::memcpy(&child[i * 4], &f, 4);
+  }
+  Digest pd, cd;
+  {
+    auto b = store_->BeginWrite();
+    ASSERT_TRUE(b.ok());
+    pd = *(*b)->PutChunk(parent, 4);
+    ASSERT_TRUE((*b)->Commit().ok());
+  }
+  {
+    auto b = store_->BeginWrite();
+    ASSERT_TRUE(b.ok());
+    cd = *(*b)->PutChunk(child, 4, pd);
+    ASSERT_TRUE((*b)->Commit().ok());
+  }
+  auto e = store_->FindChunk(cd);
+  ASSERT_TRUE(e.ok() && e->has_value());
+  EXPECT_EQ((*e)->codec, codec::CodecId::kXorDelta);
+  EXPECT_EQ((*e)->base, pd);
+  EXPECT_EQ((*e)->depth, 1);
+  store_->DropCache();
+  auto got = store_->ReadChunk(cd);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(**got, child);
+  // The parent now has two references: its own and the delta child's.
+  EXPECT_EQ((*store_->FindChunk(pd))->refs, 2u);
+
+  // A chain of descendants never exceeds the depth bound.
+  Digest prev = cd;
+  std::string cur = child;
+  for (int gen = 0; gen < 8; gen++) {
+    for (size_t i = 0; i < cur.size() / 4; i += 7) cur[i * 4] ^= 1;
+    auto b = store_->BeginWrite();
+    ASSERT_TRUE(b.ok());
+    auto d = (*b)->PutChunk(cur, 4, prev);
+    ASSERT_TRUE(d.ok());
+    ASSERT_TRUE((*b)->Commit().ok());
+    auto ce = store_->FindChunk(*d);
+    EXPECT_LE((*ce)->depth, opts_.max_delta_depth);
+    store_->DropCache();
+    EXPECT_EQ(**store_->ReadChunk(*d), cur);
+    prev = *d;
+  }
+}
+
+TEST_F(ChunkStoreTest, CorruptPackByteIsDetected) {
+  std::string data = WeightLike(100000, 6);
+  Digest d;
+  {
+    auto b = store_->BeginWrite();
+    ASSERT_TRUE(b.ok());
+    d = *(*b)->PutChunk(data, 4);
+    ASSERT_TRUE((*b)->Commit().ok());
+  }
+  auto e = *store_->FindChunk(d);
+  std::string pack = store_->PackPath(e->pack_id);
+  {
+    std::fstream f(pack, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(static_cast<std::streamoff>(e->offset + e->frame_len / 2));
+    char c;
+    f.read(&c, 1);
+    c ^= 0x40;
+    f.seekp(static_cast<std::streamoff>(e->offset + e->frame_len / 2));
+    f.write(&c, 1);
+  }
+  Reopen();
+  auto got = store_->ReadChunk(d);
+  ASSERT_FALSE(got.ok());
+  EXPECT_TRUE(got.status().IsCorruption()) << got.status().ToString();
+  FsckReport rep;
+  ASSERT_TRUE(Fsck(*store_, &rep, kChunkLevel).ok());
+  EXPECT_FALSE(rep.ok());
+  EXPECT_EQ(rep.bad_chunks.count(d), 1u);
+}
+
+TEST_F(ChunkStoreTest, ReleasingReferencesAndGcReclaimSpace) {
+  opts_.pack_target_bytes = 1 << 20;
+  Reopen();
+  std::vector<Digest> keep, drop;
+  for (int i = 0; i < 40; i++) {
+    std::string data = RandomBytes(100000, 100 + i);
+    auto b = store_->BeginWrite();
+    ASSERT_TRUE(b.ok());
+    Digest d = *(*b)->PutChunk(data, 1);
+    ASSERT_TRUE((*b)->Commit().ok());
+    (i % 4 == 0 ? keep : drop).push_back(d);
+  }
+  uint64_t before = 0, live = 0;
+  ASSERT_TRUE(store_->PackUsage(&before, &live).ok());
+  {
+    auto b = store_->BeginWrite();
+    ASSERT_TRUE(b.ok());
+    for (const auto& d : drop) (*b)->AddRef(d, -1);
+    ASSERT_TRUE((*b)->Commit().ok());
+  }
+  GcStats st;
+  ASSERT_TRUE(store_->Gc(GcOptions{}, &st).ok());
+  EXPECT_GT(st.packs_rewritten, 0u);
+  uint64_t after = 0;
+  ASSERT_TRUE(store_->PackUsage(&after, &live).ok());
+  EXPECT_LT(after, before / 2);
+  Reopen();
+  for (const auto& d : keep) {
+    auto got = store_->ReadChunk(d);
+    ASSERT_TRUE(got.ok()) << got.status().ToString();
+    EXPECT_EQ(Digest::Of(**got), d);
+  }
+  for (const auto& d : drop) EXPECT_FALSE(store_->FindChunk(d)->has_value());
+  FsckReport rep;
+  ASSERT_TRUE(Fsck(*store_, &rep, kChunkLevel).ok());
+  EXPECT_TRUE(rep.ok()) << rep.errors.front();
+}
+
+// Simulated power loss at every write boundary of a batch: the store opens,
+// fsck is clean, and everything committed earlier reads back.
+TEST_F(ChunkStoreTest, CrashAtEveryWriteBoundaryKeepsCommittedData) {
+  FaultInjectionEnv fenv(Env::Default());
+  opts_.env = &fenv;
+  opts_.pack_target_bytes = 256 << 10;
+  Reopen();
+  std::string committed = RandomBytes(200000, 7);
+  Digest cd;
+  {
+    auto b = store_->BeginWrite();
+    ASSERT_TRUE(b.ok());
+    cd = *(*b)->PutChunk(committed, 1);
+    ASSERT_TRUE((*b)->Commit().ok());
+  }
+  // Count the write operations of a second batch, then crash after each.
+  fenv.Reset();
+  auto write_batch = [&](int seed) -> Status {
+    LFS_ASSIGN_OR_RETURN(auto b, store_->BeginWrite());
+    for (int i = 0; i < 6; i++) {
+      LFS_RETURN_IF_ERROR((*b).PutChunk(RandomBytes(100000, seed * 100 + i), 1).status());
+    }
+    return b->Commit();
+  };
+  ASSERT_TRUE(write_batch(1).ok());
+  uint64_t ops = fenv.op_count(FaultInjectionEnv::Op::kAny);
+  ASSERT_GT(ops, 3u);
+  for (uint64_t n = 0; n < ops; n++) {
+    fenv.Reset();
+    fenv.FailNth(FaultInjectionEnv::Op::kAny, n, EIO);
+    Status s = write_batch(static_cast<int>(n) + 2);
+    EXPECT_FALSE(s.ok()) << "fault " << n << " not reported";
+    ASSERT_TRUE(fenv.DropUnsyncedData().ok());
+    Reopen();
+    auto got = store_->ReadChunk(cd);
+    ASSERT_TRUE(got.ok()) << "after fault " << n << ": " << got.status().ToString();
+    EXPECT_EQ(**got, committed);
+    FsckReport rep;
+    ASSERT_TRUE(Fsck(*store_, &rep, kChunkLevel).ok());
+    EXPECT_TRUE(rep.ok()) << "after fault " << n << ": " << rep.errors.front();
+  }
+  // And the store still takes writes.
+  fenv.Reset();
+  EXPECT_TRUE(write_batch(999).ok());
+}
+
+TEST_F(ChunkStoreTest, DiskFullIsNoSpaceAndRecoverable) {
+  FaultInjectionEnv fenv(Env::Default());
+  opts_.env = &fenv;
+  Reopen();
+  fenv.SetDiskFull(true);
+  {
+    auto b = store_->BeginWrite();
+    ASSERT_TRUE(b.ok());
+    auto d = (*b)->PutChunk(RandomBytes(10000, 9), 1);
+    ASSERT_FALSE(d.ok());
+    EXPECT_EQ(d.status().code(), Status::Code::kNoSpace);
+  }
+  fenv.SetDiskFull(false);
+  auto b = store_->BeginWrite();
+  ASSERT_TRUE(b.ok());
+  ASSERT_TRUE((*b)->PutChunk(RandomBytes(10000, 9), 1).ok());
+  ASSERT_TRUE((*b)->Commit().ok());
+  FsckReport rep;
+  ASSERT_TRUE(Fsck(*store_, &rep, kChunkLevel).ok());
+  EXPECT_TRUE(rep.ok());
+}
+
+TEST_F(ChunkStoreTest, ConcurrentReadersAndOneWriter) {
+  std::vector<std::string> data;
+  std::vector<Digest> ds;
+  {
+    auto b = store_->BeginWrite();
+    ASSERT_TRUE(b.ok());
+    for (int i = 0; i < 32; i++) {
+      data.push_back(WeightLike(20000, 200 + i));
+      ds.push_back(*(*b)->PutChunk(data.back(), 4));
+    }
+    ASSERT_TRUE((*b)->Commit().ok());
+  }
+  std::atomic<int> errors{0};
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> readers;
+  for (int t = 0; t < 8; t++) {
+    readers.emplace_back([&, t] {
+      std::mt19937 rng(t);
+      while (!stop) {
+        size_t i = rng() % ds.size();
+        auto got = store_->ReadChunk(ds[i]);
+        if (!got.ok() || **got != data[i]) errors++;
+        if (rng() % 16 == 0) store_->DropCache();
+      }
+    });
+  }
+  for (int i = 0; i < 20; i++) {
+    auto b = store_->BeginWrite();
+    ASSERT_TRUE(b.ok());
+    ASSERT_TRUE((*b)->PutChunk(RandomBytes(50000, 1000 + i), 1).ok());
+    ASSERT_TRUE((*b)->Commit().ok());
+  }
+  stop = true;
+  for (auto& t : readers) t.join();
+  EXPECT_EQ(errors.load(), 0);
+}
+
+}  // namespace
+}  // namespace lfs
