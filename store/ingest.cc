@@ -18,6 +18,20 @@ constexpr size_t kChunksPerBatch = 8;  // parallel encode granularity; bounds me
 constexpr size_t kGenericReadBytes = 8 << 20;
 }  // namespace
 
+Result<std::unique_ptr<EnvFileAccess>> EnvFileAccess::Open(Env* env, const std::string& path) {
+  LFS_ASSIGN_OR_RETURN(auto f, env->OpenRandomAccess(path));
+  LFS_ASSIGN_OR_RETURN(uint64_t size, f->Size());
+  return std::unique_ptr<EnvFileAccess>(new EnvFileAccess(std::move(f), size));
+}
+
+Status EnvFileAccess::ReadAt(uint64_t off, size_t n, std::string* out) const {
+  if (off > size_ || n > size_ - off) {
+    return Status::Corruption("read past the end of the file");
+  }
+  out->resize(n);
+  return f_->ReadExact(off, n, out->data());
+}
+
 void DeltaBases::Add(const TensorRef& t) {
   if (!t.contiguous && t.object_offset != 0) return;
   by_name_[t.name].push_back(t.object);

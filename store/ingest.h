@@ -15,6 +15,20 @@
 
 namespace lfs {
 
+// A RandomAccess over a file read through the Env (import sources, spooled drafts).
+class EnvFileAccess final : public formats::RandomAccess {
+ public:
+  static Result<std::unique_ptr<EnvFileAccess>> Open(Env* env, const std::string& path);
+  uint64_t Size() const override { return size_; }
+  Status ReadAt(uint64_t off, size_t n, std::string* out) const override;
+
+ private:
+  EnvFileAccess(std::unique_ptr<RandomAccessFile> f, uint64_t size)
+      : f_(std::move(f)), size_(size) {}
+  std::unique_ptr<RandomAccessFile> f_;
+  uint64_t size_;
+};
+
 // Parent tensors a child's tensors may be delta-encoded against.
 class DeltaBases {
  public:

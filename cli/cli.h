@@ -1,0 +1,52 @@
+// Shared pieces of the `lineagefs` subcommands.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "lineage/lineage.h"
+#include "store/store.h"
+
+namespace lfs::cli {
+
+using json = nlohmann::json;
+
+// Exit codes: 0 ok, 1 failure, 2 usage.
+constexpr int kExitOk = 0;
+constexpr int kExitFailure = 1;
+constexpr int kExitUsage = 2;
+
+struct Opened {
+  std::unique_ptr<Store> store;
+  std::unique_ptr<lineage::Lineage> lineage;
+};
+Result<Opened> OpenStore(const std::string& path, bool read_only = false);
+
+// Prints "lineagefs: <message>" to stderr and returns kExitFailure.
+int Fail(const Status& s);
+int Fail(const std::string& message);
+
+std::string HumanBytes(uint64_t n);
+std::string FormatTime(int64_t ns);  // ISO-8601 UTC
+
+// A progress line on stderr, only when stderr is a terminal.
+class Progress {
+ public:
+  Progress(std::string label, uint64_t total);
+  ~Progress();
+  void Update(uint64_t done);
+
+ private:
+  std::string label_;
+  uint64_t total_;
+  bool tty_;
+  int64_t last_ns_ = 0;
+};
+
+void RegisterStoreCommands(CLI::App& app, int* rc);    // init import export cat du fsck gc
+void RegisterLineageCommands(CLI::App& app, int* rc);  // log show tree diff graph ...
+void RegisterMountCommand(CLI::App& app, int* rc);     // mount
+
+}  // namespace lfs::cli

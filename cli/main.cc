@@ -1,0 +1,28 @@
+// lineagefs: one binary, git-style subcommands; the store path comes first.
+#include <cstdio>
+
+#include "cli/cli.h"
+#include "store/log.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"lineagefs: a filesystem for families of ML models", "lineagefs"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "lineagefs 0.1");
+  std::string log_level = "warn";
+  app.add_option("--log-level", log_level, "debug, info, warn or error")->capture_default_str();
+  int rc = lfs::cli::kExitOk;
+  lfs::cli::RegisterStoreCommands(app, &rc);
+  lfs::cli::RegisterLineageCommands(app, &rc);
+  lfs::cli::RegisterMountCommand(app, &rc);
+  app.parse_complete_callback([&] {
+    lfs::LogLevel lvl;
+    if (lfs::ParseLogLevel(log_level, &lvl)) lfs::SetLogLevel(lvl);
+  });
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int code = app.exit(e);
+    return code == 0 ? 0 : lfs::cli::kExitUsage;
+  }
+  return rc;
+}

@@ -1,0 +1,205 @@
+// File I/O handlers: open, create, read, write, flush, fsync, release.
+// Committed files are read through the chunk cache with the kernel page cache
+// kept (keep_cache, never direct_io: mmap must work). Draft files are spooled
+// by Drafts and ingested on close.
+#include <fcntl.h>
+
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+#include "fs/fuse_internal.h"
+#include "store/log.h"
+
+namespace lfs::fs {
+
+namespace {
+
+struct FileHandle {
+  std::shared_ptr<FileContent> content;  // committed or ingested bytes
+  Drafts::Handle* writer = nullptr;      // a draft file opened for writing
+  lineage::VersionKey key;               // a draft file being written by someone else
+  std::string name;
+  bool spool_reader = false;
+};
+
+FileHandle* H(fuse_file_info* fi) { return reinterpret_cast<FileHandle*>(fi->fh); }
+
+Result<std::string> PathOf(Daemon& d, fuse_ino_t ino) {
+  auto p = d.inodes.PathOf(ino);
+  if (!p) return Status::NotFound("stale inode");
+  return *p;
+}
+
+int OpenWriter(Daemon& d, const Namespace::Where& w, bool create, bool truncate, bool excl,
+               const std::string& path, FileHandle* h) {
+  if (d.opts.read_only) return EROFS;
+  lineage::VersionKey key{w.model, w.version};
+  auto wh = d.drafts->Open(key, w.name, create, truncate, excl);
+  if (!wh.ok()) return LogErrno("open for write", path, wh.status());
+  h->writer = *wh;
+  h->key = key;
+  h->name = w.name;
+  return 0;
+}
+
+int do_open(Daemon& d, fuse_ino_t ino, fuse_file_info* fi) {
+  auto p = PathOf(d, ino);
+  if (!p.ok()) return ESTALE;
+  auto w = d.ns->Locate(*p);
+  if (!w.ok()) return LogErrno("open", *p, w.status());
+  auto h = std::make_unique<FileHandle>();
+  int acc = fi->flags & O_ACCMODE;
+  if (acc != O_RDONLY || (fi->flags & O_TRUNC)) {
+    if (w->kind != NodeKind::kOriginal || w->committed) {
+      return LogErrno("open for write", *p, Status::ReadOnly("committed content is immutable"));
+    }
+    int err = OpenWriter(d, *w, false, (fi->flags & O_TRUNC) != 0, false, *p, h.get());
+    if (err) return err;
+  } else if (w->spooled) {
+    h->spool_reader = true;
+    h->key = {w->model, w->version};
+    h->name = w->name;
+  } else {
+    auto c = d.ns->Open(*p);
+    if (!c.ok()) return LogErrno("open", *p, c.status());
+    h->content = *c;
+    fi->keep_cache = w->committed;  // immutable: the page cache stays valid
+  }
+  fi->direct_io = 0;
+  fi->fh = reinterpret_cast<uint64_t>(h.release());
+  return 0;
+}
+void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  int err = do_open(*GetDaemon(req), ino, fi);
+  if (err) {
+    fuse_reply_err(req, err);
+  } else {
+    fuse_reply_open(req, fi);
+  }
+}
+
+int do_create(Daemon& d, fuse_ino_t parent, const char* name, fuse_file_info* fi,
+              fuse_entry_param* e) {
+  auto dir = PathOf(d, parent);
+  if (!dir.ok()) return ESTALE;
+  auto w = d.ns->Locate(*dir);
+  if (!w.ok()) return LogErrno("create", *dir, w.status());
+  if (w->kind != NodeKind::kVersion) {
+    return LogErrno("create", JoinPath(*dir, name),
+                    Status::ReadOnly("files are created inside a draft version folder"));
+  }
+  if (w->committed) {
+    return LogErrno("create", JoinPath(*dir, name), Status::ReadOnly("version is committed"));
+  }
+  Namespace::Where fw = *w;
+  fw.kind = NodeKind::kOriginal;
+  fw.name = name;
+  auto h = std::make_unique<FileHandle>();
+  int err = OpenWriter(d, fw, true, (fi->flags & O_TRUNC) != 0, (fi->flags & O_EXCL) != 0,
+                       JoinPath(*dir, name), h.get());
+  if (err) return err;
+  err = LookupEntry(d, JoinPath(*dir, name), e);
+  if (err) {
+    (void)d.drafts->Release(h->writer);
+    return err;
+  }
+  fi->fh = reinterpret_cast<uint64_t>(h.release());
+  return 0;
+}
+void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t, fuse_file_info* fi) {
+  fuse_entry_param e;
+  int err = do_create(*GetDaemon(req), parent, name, fi, &e);
+  if (err) {
+    fuse_reply_err(req, err);
+  } else {
+    fuse_reply_create(req, &e, fi);
+  }
+}
+
+int do_read(Daemon& d, FileHandle* h, size_t size, off_t off, std::vector<char>* buf,
+            size_t* got) {
+  buf->resize(size);
+  Result<size_t> r = size_t{0};
+  if (h->writer) {
+    r = d.drafts->Read(h->writer, static_cast<uint64_t>(off), size, buf->data());
+  } else if (h->spool_reader) {
+    r = d.drafts->ReadSpooled(h->key, h->name, static_cast<uint64_t>(off), size, buf->data());
+  } else {
+    r = h->content->Read(static_cast<uint64_t>(off), size, buf->data());
+  }
+  if (!r.ok()) return LogErrno("read", h->key.str() + "/" + h->name, r.status());
+  *got = *r;
+  return 0;
+}
+void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
+  std::vector<char> buf;
+  size_t got = 0;
+  int err = do_read(*GetDaemon(req), H(fi), size, off, &buf, &got);
+  if (err) {
+    fuse_reply_err(req, err);
+  } else {
+    fuse_reply_buf(req, buf.data(), got);
+  }
+}
+
+int do_write(Daemon& d, FileHandle* h, const char* data, size_t size, off_t off, size_t* done) {
+  if (!h->writer) return EBADF;
+  auto r = d.drafts->Write(h->writer, static_cast<uint64_t>(off), data, size);
+  if (!r.ok()) return LogErrno("write", h->key.str() + "/" + h->name, r.status());
+  *done = *r;
+  return 0;
+}
+void op_write(fuse_req_t req, fuse_ino_t, const char* data, size_t size, off_t off,
+              fuse_file_info* fi) {
+  size_t done = 0;
+  int err = do_write(*GetDaemon(req), H(fi), data, size, off, &done);
+  if (err) {
+    fuse_reply_err(req, err);
+  } else {
+    fuse_reply_write(req, done);
+  }
+}
+
+int do_flush(Daemon& d, FileHandle* h) {
+  if (!h->writer) return 0;
+  Status s = d.drafts->Flush(h->writer);
+  return s.ok() ? 0 : LogErrno("close", h->key.str() + "/" + h->name, s);
+}
+void op_flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  fuse_reply_err(req, do_flush(*GetDaemon(req), H(fi)));
+}
+
+int do_fsync(Daemon& d, FileHandle* h) {
+  if (!h->writer) return 0;
+  Status s = d.drafts->Fsync(h->writer);
+  return s.ok() ? 0 : LogErrno("fsync", h->key.str() + "/" + h->name, s);
+}
+void op_fsync(fuse_req_t req, fuse_ino_t, int, fuse_file_info* fi) {
+  fuse_reply_err(req, do_fsync(*GetDaemon(req), H(fi)));
+}
+
+void op_release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  Daemon& d = *GetDaemon(req);
+  FileHandle* h = H(fi);
+  if (h->writer) {
+    Status s = d.drafts->Release(h->writer);
+    if (!s.ok()) (void)LogErrno("release", h->key.str() + "/" + h->name, s);
+  }
+  delete h;
+  fuse_reply_err(req, 0);
+}
+
+}  // namespace
+
+void AddFileOps(fuse_lowlevel_ops* ops) {
+  ops->open = op_open;
+  ops->create = op_create;
+  ops->read = op_read;
+  ops->write = op_write;
+  ops->flush = op_flush;
+  ops->fsync = op_fsync;
+  ops->release = op_release;
+}
+
+}  // namespace lfs::fs
