@@ -8,6 +8,25 @@ namespace {
 
 constexpr std::string_view kMagic("\x93NUMPY", 6);
 
+// Header strings go into log messages: keep them short and printable.
+std::string Quote(std::string_view s) {
+  constexpr size_t kMax = 40;
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out = "'";
+  for (size_t i = 0; i < s.size() && i < kMax; ++i) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x20 || c >= 0x7f || c == '\\' || c == '\'') {
+      out += "\\x";
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  if (s.size() > kMax) out += "...";
+  return out + "'";
+}
+
 // Strict reader of the header dict numpy writes, a Python literal such as
 //   {'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), }
 // numpy itself evaluates it with ast.literal_eval; this accepts the subset a
@@ -44,7 +63,7 @@ class HeaderDictParser {
         LFS_ASSIGN_OR_RETURN(shape, Shape(lim));
         have_shape = true;
       } else {
-        return Status::Corruption("npy: unexpected or repeated header key '" + key + "'");
+        return Status::Corruption("npy: unexpected or repeated header key " + Quote(key));
       }
       SkipSpace();
       if (Peek() != ',') break;
@@ -189,8 +208,9 @@ Result<ParsedFile> ParseNpy(const RandomAccess& f, const ParseLimits& lim) {
   if (size < prefix) return Status::Corruption("npy: truncated header length");
   LFS_RETURN_IF_ERROR(f.ReadAt(kMagic.size() + 2, len_bytes, &buf));
   uint64_t header_len = 0;
-  for (size_t i = len_bytes; i-- > 0;)
+  for (size_t i = len_bytes; i-- > 0;) {
     header_len = (header_len << 8) | static_cast<unsigned char>(buf[i]);
+  }
   if (header_len > lim.max_header_bytes) {
     return Status::Corruption("npy: header length " + std::to_string(header_len) +
                               " exceeds the limit of " + std::to_string(lim.max_header_bytes));
@@ -209,7 +229,7 @@ Result<ParsedFile> ParseNpy(const RandomAccess& f, const ParseLimits& lim) {
     return Status::Unsupported("npy: object arrays hold pickled Python objects, not tensor data");
   }
   const std::optional<DType> dtype = DTypeFromNumpyDescr(descr);
-  if (!dtype) return Status::Unsupported("npy: dtype '" + dict.descr + "' is not supported");
+  if (!dtype) return Status::Unsupported("npy: dtype " + Quote(descr) + " is not supported");
 
   uint64_t nbytes = DTypeSize(*dtype);
   for (int64_t d : dict.shape) {

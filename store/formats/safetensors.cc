@@ -75,7 +75,11 @@ class HeaderSax {
   std::vector<HeaderTensor>& tensors() { return tensors_; }
 
   // The nlohmann SAX interface.
-  bool null() { return Scalar("null"); }
+  bool null() {
+    // The reference reader takes "__metadata__": null as no metadata.
+    if (where_ == Where::kTop && top_value_is_metadata_) return true;
+    return Scalar("null");
+  }
   bool boolean(bool) { return Scalar("a boolean"); }
   bool number_integer(json::number_integer_t) { return Scalar("a negative number"); }
   bool number_float(json::number_float_t, const json::string_t&) {
@@ -239,7 +243,6 @@ class HeaderSax {
     switch (where_) {
       case Where::kStart: return Fail("header is not a JSON object");
       case Where::kTop:
-        if (top_value_is_metadata_ && std::string_view(what) == "null") return true;
         if (top_value_is_metadata_) return Fail(std::string("__metadata__ is ") + what);
         return Fail("tensor " + Quote(cur_.name) + " is " + what + ", not an object");
       case Where::kMetadata:
@@ -346,6 +349,7 @@ Result<ParsedFile> ParseSafetensors(const RandomAccess& f, const ParseLimits& li
                                 "shape need " + std::to_string(*nbytes));
     }
   }
+  // Ranges are reported in file order; tensors follow them one to one.
   std::sort(entries.begin(), entries.end(),
             [](const HeaderTensor& a, const HeaderTensor& b) { return *a.offsets < *b.offsets; });
 
@@ -361,7 +365,7 @@ Result<ParsedFile> ParseSafetensors(const RandomAccess& f, const ParseLimits& li
     // data is caught here too.
     if (i > 0 && begin < prev_end) {
       return Status::Corruption("safetensors: data of tensor " + Quote(t.name) +
-                                " overlaps tensor " + Quote(entries[i - 1].name));
+                                " overlaps tensor " + Quote(out.ranges.back().key));
     }
     prev_end = end;
     out.ranges.push_back({data_start + begin, end - begin, *t.dtype, t.name});

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -240,6 +241,33 @@ TEST(NpyMalformedTest, TooManyDims) {
   lim.max_dims = 2;
   ExpectError(File("{'descr': '|u1', 'fortran_order': False, 'shape': (1, 1, 1), }", "x"),
               Status::Code::kCorruption, "more than 2 dimensions", lim);
+}
+
+// Hostile input must never crash or read out of bounds (run under ASan too).
+TEST(NpyMalformedTest, RandomMutationsNeverCrash) {
+  const std::string valid = *NpyHeader(DType::kF32, {2, 3}) + std::string(24, 'x');
+  std::mt19937 rng(7);
+  size_t parsed = 0;
+  static constexpr char kSyntax[] = "(),: '\"0123456789LTF{}";
+  for (int i = 0; i < 20000; ++i) {
+    std::string f = valid;
+    const int edits = 1 + static_cast<int>(rng() % 3);
+    for (int e = 0; e < edits; ++e) {
+      // Mostly hit the magic and the header dict, where the parsing happens.
+      const size_t pos = rng() % (rng() % 2 ? 80 : f.size());
+      switch (rng() % 3) {
+        case 0: f[pos] = static_cast<char>(rng()); break;
+        case 1: f.resize(pos); break;
+        case 2: f[pos] = kSyntax[rng() % (sizeof(kSyntax) - 1)]; break;
+      }
+      if (f.size() <= 80) break;
+    }
+    Result<ParsedFile> p = Parse(f);
+    if (!p.ok()) continue;
+    ++parsed;
+    ASSERT_EQ(p->ranges[0].offset + p->ranges[0].nbytes, f.size());
+  }
+  EXPECT_GT(parsed, 0u);
 }
 
 // ---- cross-checks with numpy ----

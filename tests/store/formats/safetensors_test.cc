@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -298,7 +299,7 @@ TEST(SafetensorsMalformedTest, OverlappingDataOffsets) {
   ExpectCorrupt(File(R"({"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},)"
                      R"("b":{"dtype":"U8","shape":[4],"data_offsets":[2,6]}})",
                      "123456"),
-                "overlaps");
+                "data of tensor 'b' overlaps tensor 'a'");
   // Two tensors sharing the same bytes.
   ExpectCorrupt(File(R"({"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},)"
                      R"("b":{"dtype":"U8","shape":[4],"data_offsets":[0,4]}})",
@@ -420,6 +421,39 @@ TEST(SafetensorsMalformedTest, MessagesQuoteHostileNamesPrintably) {
       Parse(File(R"({"a\u0000\n'":{"dtype":"XX","shape":[1],"data_offsets":[0,1]}})", "x"));
   ASSERT_FALSE(r.ok());
   EXPECT_THAT(r.status().message(), HasSubstr(R"('a\x00\x0a\x27')"));
+}
+
+// Hostile input must never crash or read out of bounds (run under ASan too):
+// flip, truncate and overwrite bytes of a valid file at random.
+TEST(SafetensorsMalformedTest, RandomMutationsNeverCrash) {
+  const std::vector<SafetensorsEntry> entries = {
+      {"a", DType::kF32, {2, 2}, 16}, {"b", DType::kI8, {3}, 3}, {"c", DType::kBF16, {}, 2}};
+  Result<ViewLayout> layout = LayoutSafetensors(entries, {{"k", "v"}});
+  ASSERT_TRUE(layout.ok());
+  const std::string valid = Materialize(*layout, {Pattern(16, 1), Pattern(3, 2), Pattern(2, 3)});
+  std::mt19937 rng(42);
+  size_t parsed = 0;
+  static constexpr char kSyntax[] = "{}[]\",:0123456789-.e\"u";
+  for (int i = 0; i < 20000; ++i) {
+    std::string f = valid;
+    const int edits = 1 + static_cast<int>(rng() % 4);
+    for (int e = 0; e < edits; ++e) {
+      const size_t pos = rng() % f.size();
+      switch (rng() % 3) {
+        case 0: f[pos] = static_cast<char>(rng()); break;
+        case 1: f.resize(pos); break;
+        case 2: f[pos] = kSyntax[rng() % (sizeof(kSyntax) - 1)]; break;
+      }
+      if (f.empty()) break;
+    }
+    Result<ParsedFile> p = Parse(f);
+    if (!p.ok()) continue;
+    ++parsed;
+    for (const ParsedFile::DataRange& r : p->ranges) {
+      ASSERT_LE(r.offset + r.nbytes, f.size());
+    }
+  }
+  EXPECT_GT(parsed, 0u);
 }
 
 // ---- LayoutSafetensors input checks ----
