@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Sets up a fresh Debian 12 machine and runs every test:
+#   1. the unit tests and the end-to-end mount test (-Wall -Wextra -Werror build),
+#   2. the unit tests again under ASan+UBSan,
+#   3. the benchmark in --quick mode (completes and reads back bit-exactly;
+#      no timing is asserted).
+# Needs root for apt-get (or sudo) and /dev/fuse.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export CCACHE_DIR=${CCACHE_DIR:-$HOME/.cache/ccache}
+
+echo "== build (warnings are errors)"
+BUILD_DIR=build bash scripts/build.sh -DLFS_WERROR=ON
+echo "== unit + end-to-end tests"
+(cd build && ctest --output-on-failure -j2 -LE e2e && ctest --output-on-failure -L e2e)
+
+echo "== unit tests under ASan+UBSan"
+BUILD_DIR=build-asan BUILD_TYPE=Debug bash scripts/build.sh -DLFS_SANITIZE=ON -DLFS_WERROR=ON
+(cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j2 -LE e2e)
+
+if [[ -f scripts/bench/run.sh && "${LFS_SKIP_BENCH:-0}" != 1 ]]; then
+  echo "== benchmark, quick mode"
+  bash scripts/bench/run.sh --quick
+fi
+echo "all tests passed"
