@@ -143,8 +143,10 @@ class Store::WorkerPool {
     }
     cv_.notify_all();
     runner();
-    std::unique_lock<std::mutex> l(done_mu);
-    done_cv.wait(l, [&] { return finished == n; });
+    {
+      std::unique_lock<std::mutex> l(done_mu);
+      done_cv.wait(l, [&] { return finished == n; });
+    }  // released: late helpers take done_mu to see that nothing is left
     // Helpers that start after all items are taken return at once; wait for
     // them so `runner` (on this stack) is not used after we return.
     std::unique_lock<std::mutex> jl(mu_);

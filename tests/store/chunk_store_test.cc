@@ -323,3 +323,32 @@ TEST_F(ChunkStoreTest, ConcurrentReadersAndOneWriter) {
 
 }  // namespace
 }  // namespace lfs
+
+namespace lfs {
+namespace {
+
+// Many chunks per call run the encode stage on the worker pool; repeated calls
+// catch a pool that fails to hand its helpers back.
+TEST(WorkerPoolTest, ManyParallelBatchesComplete) {
+  testing::TempDir dir;
+  ASSERT_TRUE(Store::Create(dir.path()).ok());
+  StoreOptions opts;
+  opts.encode_threads = 4;
+  auto store = Store::Open(dir.path(), opts);
+  ASSERT_TRUE(store.ok());
+  for (int round = 0; round < 50; round++) {
+    auto b = (*store)->BeginWrite();
+    ASSERT_TRUE(b.ok());
+    std::vector<std::string> data;
+    std::vector<ChunkRequest> reqs;
+    for (int i = 0; i < 9; i++) data.push_back(RandomBytes(4096, round * 100 + i));
+    for (const auto& d : data) reqs.push_back({d, 1, {}});
+    auto ds = (*b)->PutChunks(reqs);
+    ASSERT_TRUE(ds.ok());
+    ASSERT_EQ(ds->size(), 9u);
+    ASSERT_TRUE((*b)->Commit().ok());
+  }
+}
+
+}  // namespace
+}  // namespace lfs
