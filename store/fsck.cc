@@ -99,6 +99,13 @@ Status Fsck(Store& store, FsckReport* rep, const FsckOptions& opts) {
   }
   for (const auto& [d, t] : tensors) {
     rep->tensors_checked++;
+    if (t.derivation != Derivation::kNone) {
+      tensor_refs[t.derived_from]++;
+      if (!tensors.count(t.derived_from)) {
+        rep->errors.push_back("tensor " + d.Hex() + " derives from missing tensor " +
+                              t.derived_from.Hex());
+      }
+    }
     for (const auto& c : t.chunks) {
       chunk_refs[c]++;
       if (!chunks.count(c)) {

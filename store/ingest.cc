@@ -34,12 +34,12 @@ Status EnvFileAccess::ReadAt(uint64_t off, size_t n, std::string* out) const {
 
 void DeltaBases::Add(const TensorRef& t) {
   if (!t.contiguous && t.object_offset != 0) return;
-  by_name_[t.name].push_back(t.object);
-  by_shape_[ShapeKey(t.dtype, t.shape)].push_back(t.object);
+  by_name_[t.name].push_back({t.object, t.dtype});
+  by_shape_[ShapeKey(t.dtype, t.shape)].push_back({t.object, t.dtype});
 }
 
-std::vector<Digest> DeltaBases::Candidates(const std::string& name, formats::DType dtype,
-                                           const std::vector<int64_t>& shape) const {
+std::vector<DeltaBases::Base> DeltaBases::Candidates(const std::string& name, formats::DType dtype,
+                                                     const std::vector<int64_t>& shape) const {
   auto it = by_name_.find(name);
   if (it != by_name_.end()) return it->second;
   auto jt = by_shape_.find(ShapeKey(dtype, shape));
@@ -110,19 +110,48 @@ Result<Digest> Ingester::AddTensorData(const std::string& name, formats::DType d
   int elem_width = formats::DTypeIsFloat(dtype) ? static_cast<int>(formats::DTypeSize(dtype)) : 1;
   if (elem_width != 2 && elem_width != 4 && elem_width != 8) elem_width = 1;
 
-  // Pick the parent tensor to delta against: by name (then shape); with
-  // several parents, the one whose first chunk encodes smallest against ours.
+  // A bf16/fp16 cast of a parent's fp32 tensor is stored as that cast.
+  std::vector<DeltaBases::Base> cands;
+  if (opts_.bases) cands = opts_.bases->Candidates(name, dtype, shape);
+  for (const auto& c : cands) {
+    if (!CastSupported(c.dtype, dtype) || nbytes == 0) continue;
+    Hasher cast_hash;
+    uint32_t crc = 0;
+    LFS_ASSIGN_OR_RETURN(auto derived,
+                         TryCast(c, dtype, src, offset, nbytes, &cast_hash, file_hash, &crc));
+    if (!derived) continue;
+    TensorObject obj = std::move(*derived);
+    obj.crc32 = crc;
+    Digest d = cast_hash.Finish();
+    stats->tensors++;
+    LFS_ASSIGN_OR_RETURN(auto existing, FindTensor(d));
+    if (existing) {
+      for (const auto& ch : obj.chunks) batch_.AddRef(ch, -1);
+      stats->tensors_deduped++;
+    } else {
+      stats->tensors_derived++;
+      new_tensors_[d] = std::move(obj);
+    }
+    tensor_refs_[d] += 1;
+    return d;
+  }
+
+  // Pick the parent tensor to delta against: by name (then shape), same
+  // dtype; with several parents, the one whose first chunk encodes smallest.
   std::optional<TensorObject> base;
-  if (opts_.bases) {
-    auto cands = opts_.bases->Candidates(name, dtype, shape);
+  {
     std::string first;
     if (cands.size() > 1 && nbytes > 0) {
       LFS_RETURN_IF_ERROR(src.ReadAt(offset, std::min<uint64_t>(cb, nbytes), &first));
     }
     size_t best_size = SIZE_MAX;
-    for (const Digest& c : cands) {
-      auto t = FindTensor(c);
-      if (!t.ok() || !*t || (*t)->chunk_bytes != cb || (*t)->chunks.empty()) continue;
+    for (const auto& c : cands) {
+      if (c.dtype != dtype) continue;
+      auto t = FindTensor(c.object);
+      if (!t.ok() || !*t || (*t)->chunk_bytes != cb || (*t)->chunks.empty() ||
+          (*t)->derivation != Derivation::kNone) {
+        continue;
+      }
       if (cands.size() == 1) {
         base = **t;
         break;
@@ -184,6 +213,71 @@ Result<Digest> Ingester::AddTensorData(const std::string& name, formats::DType d
   }
   tensor_refs_[d] += 1;
   return d;
+}
+
+Result<std::optional<TensorObject>> Ingester::TryCast(const DeltaBases::Base& src_base,
+                                                      formats::DType dtype,
+                                                      const formats::RandomAccess& in,
+                                                      uint64_t offset, uint64_t nbytes,
+                                                      Hasher* tensor_hash, Hasher* file_hash, uint32_t* crc) {
+  LFS_ASSIGN_OR_RETURN(auto srct, FindTensor(src_base.object));
+  size_t to_size = formats::DTypeSize(dtype), from_size = formats::DTypeSize(src_base.dtype);
+  if (!srct || nbytes % to_size != 0 || srct->nbytes / from_size != nbytes / to_size) {
+    return std::optional<TensorObject>();
+  }
+  const uint32_t cb = opts_.tensor_chunk_bytes;
+  TensorObject obj;
+  obj.nbytes = nbytes;
+  obj.chunk_bytes = cb;
+  obj.elem_width = static_cast<uint8_t>(to_size);
+  obj.derivation = Derivation::kCast;
+  obj.from_dtype = src_base.dtype;
+  obj.to_dtype = dtype;
+  obj.derived_from = src_base.object;
+  uLong c = crc32(0L, Z_NULL, 0);
+  std::vector<std::string> residuals(kChunksPerBatch);
+  std::string child, from, pred;
+  uint64_t pos = 0;
+  while (pos < nbytes) {
+    std::vector<ChunkRequest> reqs;
+    for (size_t k = 0; k < kChunksPerBatch && pos < nbytes; k++) {
+      size_t n = static_cast<size_t>(std::min<uint64_t>(cb, nbytes - pos));
+      LFS_RETURN_IF_ERROR(in.ReadAt(offset + pos, n, &child));
+      size_t elems = n / to_size;
+      from.resize(elems * from_size);
+      LFS_ASSIGN_OR_RETURN(size_t got, ObjectReader::ReadTensor(batch_.store(), *srct,
+                                                                pos / to_size * from_size,
+                                                                from.size(), from.data()));
+      if (got != from.size()) return std::optional<TensorObject>();
+      pred.resize(n);
+      CastElements(src_base.dtype, dtype, from.data(), elems, pred.data());
+      std::string& r = residuals[k];
+      r.resize(n);
+      size_t nonzero = 0;
+      for (size_t i = 0; i < n; i++) {
+        r[i] = static_cast<char>(child[i] ^ pred[i]);
+        nonzero += r[i] != 0;
+      }
+      if (pos == 0 && nonzero * 4 > n) {
+        // The prediction misses on more than a quarter of the first chunk's
+        // bytes: not a cast of this parent; give back what we stored.
+        for (const auto& ch : obj.chunks) batch_.AddRef(ch, -1);
+        return std::optional<TensorObject>();
+      }
+      tensor_hash->Update(child.data(), n);
+      file_hash->Update(child.data(), n);
+      c = crc32(c, reinterpret_cast<const Bytef*>(child.data()), static_cast<uInt>(n));
+      reqs.push_back(ChunkRequest{r, static_cast<int>(to_size), {}});
+      pos += n;
+    }
+    LFS_ASSIGN_OR_RETURN(auto digests, batch_.PutChunks(reqs));
+    obj.chunks.insert(obj.chunks.end(), digests.begin(), digests.end());
+    uint64_t consumed = 0;
+    for (auto& r : reqs) consumed += r.raw.size();
+    Progress(consumed);
+  }
+  *crc = static_cast<uint32_t>(c);
+  return std::optional<TensorObject>(std::move(obj));
 }
 
 Result<IngestedFile> Ingester::AddFile(const std::string& name,
@@ -293,6 +387,9 @@ Status Ingester::Apply(WriteTxn& txn) {
     TensorObject rec = t;
     rec.refs = 0;
     LFS_RETURN_IF_ERROR(txn.Put(Table::kTensors, d.Encode(), rec.Encode()));
+    if (rec.derivation != Derivation::kNone) {
+      LFS_RETURN_IF_ERROR(AdjustTensorRefs(txn, rec.derived_from, +1));
+    }
   }
   for (const auto& [d, f] : new_files_) {
     LFS_ASSIGN_OR_RETURN(auto existing, GetFile(txn, d));

@@ -32,15 +32,19 @@ class EnvFileAccess final : public formats::RandomAccess {
 // Parent tensors a child's tensors may be delta-encoded against.
 class DeltaBases {
  public:
+  struct Base {
+    Digest object;
+    formats::DType dtype = formats::DType::kUnknown;
+  };
   void Add(const TensorRef& t);  // call for each tensor of each parent, best parent first
   // Candidate base objects for a tensor: same name first, then same dtype+shape.
-  std::vector<Digest> Candidates(const std::string& name, formats::DType dtype,
-                                 const std::vector<int64_t>& shape) const;
+  std::vector<Base> Candidates(const std::string& name, formats::DType dtype,
+                               const std::vector<int64_t>& shape) const;
   bool empty() const { return by_name_.empty(); }
 
  private:
-  std::unordered_map<std::string, std::vector<Digest>> by_name_;
-  std::map<std::string, std::vector<Digest>> by_shape_;
+  std::unordered_map<std::string, std::vector<Base>> by_name_;
+  std::map<std::string, std::vector<Base>> by_shape_;
 };
 
 struct IngestOptions {
@@ -57,7 +61,7 @@ struct IngestedFile {
   uint64_t size = 0;
   formats::Format format = formats::Format::kGeneric;
   std::string note;  // reason a checkpoint-looking file was stored generically
-  uint64_t tensors = 0, tensors_deduped = 0, chunks_delta = 0;
+  uint64_t tensors = 0, tensors_deduped = 0, tensors_derived = 0;
 };
 
 class Ingester {
@@ -76,6 +80,12 @@ class Ingester {
   Status AddGenericBytes(const formats::RandomAccess& src, uint64_t offset, uint64_t nbytes,
                          Hasher* file_hash, std::vector<Extent>* extents);
   Result<std::optional<TensorObject>> FindTensor(const Digest& d);
+  // Stores a bf16/fp16 tensor as the cast of a parent's fp32 tensor plus an
+  // XOR residual; nullopt when the prediction misses too often to pay.
+  Result<std::optional<TensorObject>> TryCast(const DeltaBases::Base& src, formats::DType dtype,
+                                              const formats::RandomAccess& in, uint64_t offset,
+                                              uint64_t nbytes, Hasher* tensor_hash,
+                                              Hasher* file_hash, uint32_t* crc);
   void Progress(uint64_t n);
 
   WriteBatch& batch_;

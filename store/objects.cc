@@ -9,6 +9,7 @@ namespace lfs {
 
 namespace {
 constexpr uint8_t kTensorVersion = 1;
+constexpr uint8_t kDerivedTensorVersion = 2;  // v1 + derivation fields
 constexpr uint8_t kFileVersion = 1;
 uint64_t ZigZag(int64_t v) { return (static_cast<uint64_t>(v) << 1) ^ static_cast<uint64_t>(v >> 63); }
 int64_t UnZigZag(uint64_t v) { return static_cast<int64_t>(v >> 1) ^ -static_cast<int64_t>(v & 1); }
@@ -27,7 +28,8 @@ bool GetDims(Decoder& d, std::vector<int64_t>* dims) {
 
 std::string TensorObject::Encode() const {
   std::string v;
-  PutFixed8(&v, kTensorVersion);
+  bool derived = derivation != Derivation::kNone;
+  PutFixed8(&v, derived ? kDerivedTensorVersion : kTensorVersion);
   PutFixed64(&v, nbytes);
   PutFixed32(&v, chunk_bytes);
   PutFixed8(&v, elem_width);
@@ -35,13 +37,22 @@ std::string TensorObject::Encode() const {
   PutFixed32(&v, refs);
   PutVarint(&v, chunks.size());
   for (const auto& c : chunks) PutDigest(&v, c);
+  if (derived) {
+    PutFixed8(&v, static_cast<uint8_t>(derivation));
+    PutFixed8(&v, static_cast<uint8_t>(from_dtype));
+    PutFixed8(&v, static_cast<uint8_t>(to_dtype));
+    PutDigest(&v, derived_from);
+  }
   return v;
 }
 
 Result<TensorObject> TensorObject::Decode(std::string_view v) {
   Decoder d(v);
   TensorObject t;
-  if (d.Fixed8() != kTensorVersion) return Status::Corruption("unknown tensor record version");
+  uint8_t version = d.Fixed8();
+  if (version != kTensorVersion && version != kDerivedTensorVersion) {
+    return Status::Corruption("unknown tensor record version");
+  }
   t.nbytes = d.Fixed64();
   t.chunk_bytes = d.Fixed32();
   t.elem_width = d.Fixed8();
@@ -53,6 +64,17 @@ Result<TensorObject> TensorObject::Decode(std::string_view v) {
   }
   t.chunks.reserve(n);
   for (uint64_t i = 0; i < n; i++) t.chunks.push_back(d.DigestValue());
+  if (version == kDerivedTensorVersion) {
+    uint8_t kind = d.Fixed8();
+    t.from_dtype = static_cast<formats::DType>(d.Fixed8());
+    t.to_dtype = static_cast<formats::DType>(d.Fixed8());
+    t.derived_from = d.DigestValue();
+    if (kind != static_cast<uint8_t>(Derivation::kCast) ||
+        !CastSupported(t.from_dtype, t.to_dtype)) {
+      return Status::Corruption("unknown tensor derivation");
+    }
+    t.derivation = Derivation::kCast;
+  }
   if (!d.ok() || !d.done()) return Status::Corruption("malformed tensor record");
   uint64_t expect = t.chunk_bytes ? (t.nbytes + t.chunk_bytes - 1) / t.chunk_bytes : 0;
   if (t.chunk_bytes == 0 || expect != n) return Status::Corruption("tensor chunk count mismatch");
@@ -168,6 +190,9 @@ Status AdjustTensorRefs(WriteTxn& txn, const Digest& d, int64_t delta) {
   }
   LFS_RETURN_IF_ERROR(txn.Del(Table::kTensors, key));
   for (const auto& c : t->chunks) LFS_RETURN_IF_ERROR(AdjustChunkRefs(txn, c, -1));
+  if (t->derivation != Derivation::kNone) {
+    LFS_RETURN_IF_ERROR(AdjustTensorRefs(txn, t->derived_from, -1));
+  }
   return Status::OK();
 }
 
@@ -192,15 +217,67 @@ Status AdjustFileRefs(WriteTxn& txn, const Digest& d, int64_t delta) {
   return Status::OK();
 }
 
-Result<size_t> ObjectReader::ReadTensor(Store& store, const TensorObject& t, uint64_t off,
-                                        size_t n, char* out) {
-  if (off >= t.nbytes) return size_t{0};
-  n = static_cast<size_t>(std::min<uint64_t>(n, t.nbytes - off));
+namespace {
+
+uint16_t FloatToBf16(uint32_t x) {
+  if ((x & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((x >> 16) | 0x40);  // quiet NaN
+  uint32_t bias = 0x7fffu + ((x >> 16) & 1u);
+  return static_cast<uint16_t>((x + bias) >> 16);
+}
+
+uint16_t FloatToHalf(uint32_t x) {
+  uint32_t sign = (x >> 16) & 0x8000u;
+  uint32_t abs = x & 0x7fffffffu;
+  if (abs > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u | ((abs >> 13) & 0x3ffu));
+  if (abs >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // overflow -> inf
+  if (abs < 0x38800000u) {
+    // Subnormal half (or zero): shift the mantissa with round-to-nearest-even.
+    if (abs < 0x33000000u) return static_cast<uint16_t>(sign);
+    uint32_t exp = abs >> 23;
+    uint32_t mant = (abs & 0x7fffffu) | 0x800000u;
+    uint32_t shift = 126 - exp;  // 14 + (112 - exp)
+    uint32_t half = mant >> shift;
+    uint32_t rem = mant & ((1u << shift) - 1);
+    uint32_t mid = 1u << (shift - 1);
+    if (rem > mid || (rem == mid && (half & 1u))) half++;
+    return static_cast<uint16_t>(sign | half);
+  }
+  uint32_t r = abs - 0x38000000u;  // rebias exponent 127 -> 15
+  uint32_t half = r >> 13;
+  uint32_t rem = r & 0x1fffu;
+  if (rem > 0x1000u || (rem == 0x1000u && (half & 1u))) half++;
+  return static_cast<uint16_t>(sign | half);
+}
+
+}  // namespace
+
+bool CastSupported(formats::DType from, formats::DType to) {
+  return from == formats::DType::kF32 &&
+         (to == formats::DType::kBF16 || to == formats::DType::kF16);
+}
+
+bool CastElements(formats::DType from, formats::DType to, const char* src, size_t n, char* dst) {
+  if (!CastSupported(from, to)) return false;
+  bool bf16 = to == formats::DType::kBF16;
+  for (size_t i = 0; i < n; i++) {
+    uint32_t x;
+    std::memcpy(&x, src + 4 * i, 4);
+    uint16_t y = bf16 ? FloatToBf16(x) : FloatToHalf(x);
+    std::memcpy(dst + 2 * i, &y, 2);
+  }
+  return true;
+}
+
+namespace {
+
+Result<size_t> ReadStoredBytes(Store& store, const TensorObject& t, uint64_t off, size_t n,
+                               char* out) {
   size_t done = 0;
   while (done < n) {
     uint64_t pos = off + done;
     uint64_t ci = pos / t.chunk_bytes;
     uint64_t in_chunk = pos % t.chunk_bytes;
+    if (ci >= t.chunks.size()) return Status::Corruption("tensor shorter than its chunk list");
     LFS_ASSIGN_OR_RETURN(auto chunk, store.ReadChunk(t.chunks[ci]));
     if (in_chunk >= chunk->size()) return Status::Corruption("tensor chunk shorter than expected");
     size_t take = std::min<size_t>(n - done, chunk->size() - in_chunk);
@@ -208,6 +285,30 @@ Result<size_t> ObjectReader::ReadTensor(Store& store, const TensorObject& t, uin
     done += take;
   }
   return done;
+}
+
+}  // namespace
+
+Result<size_t> ObjectReader::ReadTensor(Store& store, const TensorObject& t, uint64_t off,
+                                        size_t n, char* out) {
+  if (off >= t.nbytes) return size_t{0};
+  n = static_cast<size_t>(std::min<uint64_t>(n, t.nbytes - off));
+  LFS_ASSIGN_OR_RETURN(size_t got, ReadStoredBytes(store, t, off, n, out));
+  if (t.derivation == Derivation::kNone) return got;
+  // Derived: XOR the residual with the cast of the source elements covering
+  // [off, off + n).
+  size_t to_size = formats::DTypeSize(t.to_dtype), from_size = formats::DTypeSize(t.from_dtype);
+  uint64_t e0 = off / to_size, e1 = (off + n + to_size - 1) / to_size;
+  LFS_ASSIGN_OR_RETURN(TensorObject src, LoadTensor(store, t.derived_from));
+  std::string from_bytes(static_cast<size_t>((e1 - e0) * from_size), '\0');
+  LFS_ASSIGN_OR_RETURN(size_t sgot, ReadTensor(store, src, e0 * from_size, from_bytes.size(),
+                                               from_bytes.data()));
+  if (sgot != from_bytes.size()) return Status::Corruption("cast source shorter than its child");
+  std::string pred(static_cast<size_t>((e1 - e0) * to_size), '\0');
+  CastElements(t.from_dtype, t.to_dtype, from_bytes.data(), static_cast<size_t>(e1 - e0), pred.data());
+  size_t skip = static_cast<size_t>(off - e0 * to_size);
+  for (size_t i = 0; i < n; i++) out[i] ^= pred[skip + i];
+  return got;
 }
 
 Result<std::shared_ptr<FileReader>> FileReader::Open(Store& store, const Digest& file) {

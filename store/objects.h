@@ -23,13 +23,26 @@
 
 namespace lfs {
 
+// Frozen: how a derived tensor's bytes follow from another tensor's.
+enum class Derivation : uint8_t {
+  kNone = 0,
+  kCast = 1,  // bytes = cast(derived_from, from_dtype -> to_dtype) XOR chunks
+};
+
 struct TensorObject {
   uint64_t nbytes = 0;
   uint32_t chunk_bytes = 0;
   uint8_t elem_width = 1;
   uint32_t crc32 = 0;  // of the bytes: synthesized zip views need it
   uint32_t refs = 0;
+  // Chunks hold the bytes, or for a derived tensor the XOR residual against
+  // the prediction (all-zero chunks when the prediction is exact: they dedup
+  // to one chunk, so a bf16 cast of a stored fp32 tensor costs ~nothing).
   std::vector<Digest> chunks;
+  Derivation derivation = Derivation::kNone;
+  formats::DType from_dtype = formats::DType::kUnknown;
+  formats::DType to_dtype = formats::DType::kUnknown;
+  Digest derived_from;  // holds a reference on that tensor
 
   std::string Encode() const;
   static Result<TensorObject> Decode(std::string_view v);
@@ -84,6 +97,11 @@ class ObjectReader {
   static Result<size_t> ReadTensor(Store& store, const TensorObject& t, uint64_t off, size_t n,
                                    char* out);
 };
+
+// The cast predictions of Derivation::kCast (round to nearest even, as torch).
+// Converts n elements of `from` at src into `to` at dst; false when unsupported.
+bool CastElements(formats::DType from, formats::DType to, const char* src, size_t n, char* dst);
+bool CastSupported(formats::DType from, formats::DType to);
 
 // Reads a file recipe at any offset; immutable, so safe to share across threads.
 class FileReader {

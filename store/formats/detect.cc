@@ -34,8 +34,14 @@ Result<ParsedFile> ParseAny(std::string_view file_name, const RandomAccess& f,
     Result<ParsedFile> r =
         EndsWithNoCase(file_name, ".npz") ? ParseNpz(f, lim) : ParseTorchZip(f, lim);
     // A zip that is not a checkpoint (or one we cannot map, such as a
-    // compressed .npz) is ordinary data, not a malformed checkpoint.
-    if (!r.ok() && r.status().code() == Status::Code::kUnsupported) return ParsedFile{};
+    // compressed .npz) is ordinary data, not a malformed checkpoint - unless
+    // its name says checkpoint: then the reason (a refused pickle global…)
+    // is worth the log line.
+    bool named_checkpoint = EndsWithNoCase(file_name, ".pt") || EndsWithNoCase(file_name, ".pth") ||
+                            EndsWithNoCase(file_name, ".ckpt") || EndsWithNoCase(file_name, ".bin");
+    if (!r.ok() && r.status().code() == Status::Code::kUnsupported && !named_checkpoint) {
+      return ParsedFile{};
+    }
     return r;
   }
   if (head.starts_with("\x93NUMPY")) return ParseNpy(f, lim);
@@ -44,6 +50,10 @@ Result<ParsedFile> ParseAny(std::string_view file_name, const RandomAccess& f,
     for (int i = 7; i >= 0; --i) header_len = header_len << 8 | static_cast<unsigned char>(head[i]);
     if (header_len <= size - 8) return ParseSafetensors(f, lim);
   }
+  // Named like a checkpoint but not shaped like one: parse anyway, so the
+  // log says what is wrong (a header length of 2^63, a truncated file…).
+  if (EndsWithNoCase(file_name, ".safetensors")) return ParseSafetensors(f, lim);
+  if (EndsWithNoCase(file_name, ".npy")) return ParseNpy(f, lim);
   return ParsedFile{};
 }
 

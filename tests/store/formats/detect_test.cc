@@ -88,9 +88,21 @@ TEST(DetectTest, NotSafetensorsLookalikes) {
   ExpectGeneric("nine", std::string(9, '\0'));
   ExpectGeneric("config.json", R"({"hidden_size": 768, "num_layers": 12})");
   ExpectGeneric("README.md", "# A model\n\nSome text that is long enough.\n");
-  // A length that runs past the end, or no '{' after it.
-  ExpectGeneric("a.safetensors", LE64(1000) + "{}");
-  ExpectGeneric("b.safetensors", LE64(2) + "[]");
+  // Not shaped like safetensors and not named so: plain data.
+  ExpectGeneric("a.bin", LE64(1000) + "{}");
+  ExpectGeneric("b.bin", LE64(2) + "[]");
+}
+
+// Named .safetensors but malformed: the reason comes back for the log (the
+// caller then stores the bytes generically).
+TEST(DetectTest, NamedSafetensorsThatDoNotParseSayWhy) {
+  auto a = ParseAny("a.safetensors", MemoryAccess(LE64(1000) + "{}"));
+  ASSERT_FALSE(a.ok());
+  EXPECT_NE(a.status().message().find("past the end"), std::string::npos) << a.status().ToString();
+  auto b = ParseAny("b.safetensors", MemoryAccess(LE64(2) + "[]"));
+  ASSERT_FALSE(b.ok());
+  auto c = ParseAny("c.safetensors", MemoryAccess(LE64(1ull << 63) + "{}"));
+  ASSERT_FALSE(c.ok());
 }
 
 TEST(DetectTest, SafetensorsIndexIsGenericByName) {
@@ -157,7 +169,10 @@ with zipfile.ZipFile(os.path.join(d, 'plain.zip'), 'w') as z:
   ExpectGeneric("a.zip", npz);
   ExpectGeneric("c.npz", Read("c.npz"));
   ExpectGeneric("plain.zip", Read("plain.zip"));
-  ExpectGeneric("plain.pt", Read("plain.zip"));
+  // A zip named like a checkpoint that torch.load would not read: the reason is reported.
+  auto pt = ParseAny("plain.pt", MemoryAccess(Read("plain.zip")));
+  ASSERT_FALSE(pt.ok());
+  EXPECT_EQ(pt.status().code(), Status::Code::kUnsupported);
 }
 
 TEST_F(DetectZipTest, TorchSave) {
