@@ -24,6 +24,12 @@ using lineage::VersionKey;
 
 namespace {
 
+// A string field of a manifest entry; missing or null gives the default.
+std::string Str(const json& j, const char* key, const std::string& def = "") {
+  auto it = j.find(key);
+  return it == j.end() || !it->is_string() ? def : it->get<std::string>();
+}
+
 uint64_t PackBytes(const Store& store) {
   uint64_t total = 0;
   ReadTxn txn(store.db());
@@ -251,17 +257,21 @@ void RegisterStoreCommands(CLI::App& app, int* rc) {
         json all = json::array();
         for (const auto& e : m["versions"]) {
           ImportRequest r;
-          r.model = e.value("model", "");
-          r.version = e.value("version", "");
-          r.path = (base / e.value("path", "")).string();
-          r.message = e.value("message", "");
-          r.relation = e.value("relation", "finetune");
-          if (e.contains("recipe") && e["recipe"].is_string()) r.recipe = e["recipe"];
-          if (e.contains("parents")) {
+          r.model = Str(e, "model");
+          r.version = Str(e, "version");
+          r.path = (base / Str(e, "path")).string();
+          r.message = Str(e, "message");
+          r.relation = Str(e, "relation", "finetune");
+          r.recipe = Str(e, "recipe");
+          if (e.contains("parents") && e["parents"].is_array()) {
             for (const auto& p : e["parents"]) {
-              r.parents.push_back(p.value("model", "") + "/" + p.value("version", ""));
-              if (p.contains("relation")) r.relation = p["relation"];
+              r.parents.push_back(Str(p, "model") + "/" + Str(p, "version"));
+              r.relation = Str(p, "relation", r.relation);
             }
+          }
+          if (r.model.empty() || r.version->empty()) {
+            *rc = Fail("manifest entry without model or version: " + e.dump());
+            return;
           }
           auto existing = o->lineage->GetVersion({r.model, *r.version});
           if (existing.ok()) {
