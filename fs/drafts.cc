@@ -233,6 +233,16 @@ Result<size_t> Drafts::ReadSpooled(const VersionKey& key, const std::string& nam
 }
 
 Status Drafts::Truncate(const VersionKey& key, const std::string& name, uint64_t size) {
+  if (auto s = Find(key, name)) {
+    // Being written: change the spool; it is ingested when its writers close.
+    std::lock_guard<std::mutex> l(s->mu);
+    if (::ftruncate(s->fd, static_cast<off_t>(size)) != 0) {
+      return Status::FromErrno(errno, "truncate " + name);
+    }
+    s->size = size;
+    s->dirty = true;
+    return Status::OK();
+  }
   LFS_ASSIGN_OR_RETURN(Handle * h, Open(key, name, false, size == 0, false));
   {
     std::lock_guard<std::mutex> l(h->spool->mu);
