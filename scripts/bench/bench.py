@@ -459,14 +459,16 @@ class Bench:
         self.peer("storage", "squashfs", squash)
 
         # zstd -19 -T2, file by file. Identical files compress identically: once each.
-        # zstd -19 runs at ~1 MB/s per core on weights, so in default mode a file larger
-        # than SAMPLE_MIN is estimated from SAMPLE_N evenly spaced SAMPLE_LEN slices
-        # (ratio of the slices x the file's size); the time is scaled up the same way.
+        # zstd -19 runs at ~1 MB/s per core on weights, so a file larger than SAMPLE_MIN
+        # (--quick: 1 MiB) is estimated from SAMPLE_N evenly spaced SAMPLE_LEN (--quick:
+        # 256 KiB) slices: the slices' ratio x the file's size; the time is scaled up the
+        # same way. BENCH_ZSTD_FULL=1 compresses whole files.
         def zstd19():
             if not which("zstd"):
                 raise PeerFailure("zstd not installed")
             from concurrent.futures import ThreadPoolExecutor
-            sample = not self.quick and not os.environ.get("BENCH_ZSTD_FULL")
+            sample = not os.environ.get("BENCH_ZSTD_FULL")
+            smin, slen = (SAMPLE_MIN, SAMPLE_LEN) if not self.quick else (MiB, 256 << 10)
             jobs = []  # (sha, path, offset, length)
             seen = {}
             for f in files:
@@ -474,10 +476,10 @@ class Bench:
                     continue
                 seen[f["sha256"]] = f["size"]
                 p = os.path.join(fam, f["rel"])
-                if sample and f["size"] > SAMPLE_MIN:
-                    step = (f["size"] - SAMPLE_LEN) // (SAMPLE_N - 1)
+                if sample and f["size"] > smin:
+                    step = (f["size"] - slen) // (SAMPLE_N - 1)
                     for i in range(SAMPLE_N):
-                        jobs.append((f["sha256"], p, i * step, SAMPLE_LEN))
+                        jobs.append((f["sha256"], p, i * step, slen))
                 else:
                     jobs.append((f["sha256"], p, 0, f["size"]))
             drop_caches()
@@ -944,6 +946,7 @@ def print_table(R, rows):
     out.append("lineagefs benchmark — %s mode, family %s: %d versions, %d files, %s; caches %s"
                % (R["mode"], R["family_dir"], R["raw"]["versions"], R["raw"]["files"],
                   fmt_bytes(R["raw"]["bytes"]), R["cache_mode"]))
+    out.append("lineagefs %s built %s" % (R.get("git") or "?", R.get("binary_built")))
     out.append("advantage = peer / lineagefs for bytes and times (>1: lineagefs smaller/faster)")
     for sec, a, b, c, d in rows:
         if sec:
@@ -1025,6 +1028,10 @@ def main():
     R["cache_mode"] = CACHE_MODE["mode"]
     R["family_dir"] = W.family
     R["lineagefs"] = LFS
+    R["binary_built"] = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(os.path.getmtime(LFS)))
+    p = subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty"],
+                       capture_output=True, text=True)
+    R["git"] = p.stdout.strip() if p.returncode == 0 else None
     R["generation_seconds"] = gen_s
     if getattr(W, "family_note", None):
         R["notes"].append(W.family_note)
@@ -1060,6 +1067,8 @@ def main():
     if worst:
         print("furthest behind: %s — %s is %.2fx of lineagefs's" % (worst[0], worst[1], worst[2])
               if worst[2] < 1 else "lineagefs leads its best peer on every metric")
+    for k, v in R.get("ttfb_targets", {}).items():
+        print("first-4-KiB target, %s: %s" % (k, v))
     be = R.get("bitexact")
     if be:
         print("bit-exact: %d/%d files read through the mount match their source sha256"

@@ -56,7 +56,7 @@ fi
 snap=$BENCH_DIR/bin
 rm -rf "$snap"
 mkdir -p "$snap"
-cp "$LINEAGEFS" "$snap/lineagefs"
+cp -p "$LINEAGEFS" "$snap/lineagefs"
 ldd "$LINEAGEFS" | awk '$1 ~ /^liblfs/ && $3 ~ /^\// {print $3}' | while read -r lib; do
   cp "$lib" "$snap/"
 done
