@@ -540,6 +540,13 @@ Result<DeltaBases> Lineage::BasesFor(const Version& v) const {
   // The predecessor (the previous checkpoint of the same model) is usually
   // the closest relative of all: try it first.
   if (v.predecessor) sources.insert(sources.begin(), VersionKey{v.key.model, *v.predecessor});
+  // The draft's own files come first: a training run saving checkpoint after
+  // checkpoint into one draft deltas each against the one before.
+  for (const auto& [fname, fe] : v.files) {
+    auto r = LoadFile(store_, fe.digest);
+    if (!r.ok()) continue;
+    for (const auto& t : r->tensors) bases.Add(t);
+  }
   for (const auto& k : sources) {
     auto pv = GetVersion(k);
     if (!pv.ok()) continue;
