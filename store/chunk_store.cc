@@ -4,6 +4,7 @@
 #include <list>
 #include <map>
 #include <mutex>
+#include <set>
 #include <thread>
 #include <unordered_map>
 
@@ -237,6 +238,49 @@ struct Store::Cache {
   std::atomic<uint64_t> hits{0}, misses{0};
 };
 
+struct Store::Prefetcher {
+  static constexpr size_t kMaxQueued = 32;
+  explicit Prefetcher(Store* s) : store(s) {
+    for (int i = 0; i < 2; i++) threads.emplace_back([this] { Loop(); });
+  }
+  ~Prefetcher() {
+    {
+      std::lock_guard<std::mutex> l(mu);
+      stop = true;
+    }
+    cv.notify_all();
+    for (auto& t : threads) t.join();
+  }
+  void Add(const Digest& d) {
+    {
+      std::lock_guard<std::mutex> l(mu);
+      if (stop || queued.size() >= kMaxQueued || !queued.insert(d).second) return;
+      order.push_back(d);
+    }
+    cv.notify_one();
+  }
+  void Loop() {
+    std::unique_lock<std::mutex> l(mu);
+    for (;;) {
+      cv.wait(l, [&] { return stop || !order.empty(); });
+      if (stop) return;
+      Digest d = order.front();
+      order.pop_front();
+      l.unlock();
+      (void)store->ReadChunk(d);  // errors surface to the reader that needs the bytes
+      l.lock();
+      queued.erase(d);
+    }
+  }
+  Store* store;
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<Digest> order;
+  std::set<Digest> queued;
+  std::vector<std::thread> threads;
+  bool stop = false;
+};
+
 struct Store::PackFiles {
   std::mutex mu;
   std::map<uint64_t, std::shared_ptr<RandomAccessFile>> open;
@@ -289,10 +333,17 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& path, const StoreO
   int threads = opts.encode_threads > 0 ? opts.encode_threads
                                         : static_cast<int>(std::thread::hardware_concurrency());
   s->workers_ = std::make_unique<WorkerPool>(std::max(0, threads - 1));
+  s->prefetcher_ = std::make_unique<Prefetcher>(s.get());
   return s;
 }
 
-Store::~Store() = default;
+// The prefetcher's threads use the store: stop them first.
+Store::~Store() { prefetcher_.reset(); }
+
+void Store::Prefetch(const Digest& d) {
+  if (cache_->Get(d)) return;
+  prefetcher_->Add(d);
+}
 
 std::string Store::PackPath(uint64_t id) const { return path_ + "/packs/" + PackFileName(id); }
 

@@ -146,6 +146,11 @@ class Store {
   // Reads and verifies every indexed chunk and every pack; appends problems.
   Status VerifyChunks(std::vector<ChunkProblem>* problems, uint64_t* chunks_checked);
 
+  // Decodes a chunk into the cache in the background (sequential readers ask
+  // for the next chunks while the kernel still consumes the current one).
+  // Best effort: dropped when the queue is full or the chunk is cached.
+  void Prefetch(const Digest& d);
+
   CacheStats cache_stats() const;
   void DropCache();
   // Total bytes in pack files (committed lengths) and live frame bytes.
@@ -172,6 +177,8 @@ class Store {
   struct PackFiles;
   std::unique_ptr<PackFiles> packs_;
   std::unique_ptr<WorkerPool> workers_;
+  struct Prefetcher;
+  std::unique_ptr<Prefetcher> prefetcher_;
 };
 
 }  // namespace lfs
