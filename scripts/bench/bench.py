@@ -162,11 +162,16 @@ def proc_stats(pid):
         for line in f:
             if line.startswith("VmHWM:"):
                 hwm = int(line.split()[1]) * 1024
+            elif line.startswith(("VmRSS:", "RssAnon:", "RssFile:")):
+                proc_stats.detail[line.split(":")[0]] = int(line.split()[1]) * 1024
     with open("/proc/%d/stat" % pid) as f:
         fields = f.read().rsplit(")", 1)[1].split()
     tck = os.sysconf("SC_CLK_TCK")
     cpu = (int(fields[11]) + int(fields[12])) / tck  # utime, stime (fields 14, 15)
     return hwm, cpu
+
+
+proc_stats.detail = {}
 
 
 def sha256_file(path):
@@ -319,28 +324,6 @@ def load_family():
     return man, files
 
 
-def normalized_manifest(man):
-    """The manifest with absolute paths and null fields dropped.
-
-    `lineagefs import --manifest` (cli/cmd_store.cc) throws on "relation": null, which
-    make_family.py writes for versions without parents; the bench works around it so that
-    the numbers still come out, and reports that the raw manifest was normalized.
-    """
-    def clean(o):
-        if isinstance(o, dict):
-            return {k: clean(x) for k, x in o.items() if x is not None}
-        if isinstance(o, list):
-            return [clean(x) for x in o]
-        return o
-    m = clean(man)
-    for v in m["versions"]:
-        v["path"] = os.path.join(W.family, v["path"])
-    out = os.path.join(W.work, "manifest.import.json")
-    with open(out, "w") as f:
-        json.dump(m, f, indent=1)
-    return out
-
-
 # ----------------------------------------------------------------------------- bench
 class Bench:
     def __init__(self, args):
@@ -390,7 +373,7 @@ class Bench:
         # lineagefs
         try:
             run([LFS, "init", W.store], "lineagefs", fail=LfsFailure)
-            mpath = normalized_manifest(man)
+            mpath = os.path.join(W.family, "manifest.json")
             dt = timed_ingest([LFS, "import", W.store, "--manifest", mpath], "lineagefs",
                               fail=LfsFailure)
             packs = disk_bytes(os.path.join(W.store, "packs"))
@@ -658,6 +641,14 @@ class Bench:
                         self.R["notes"].append(note)
             else:
                 rec["tensor"].append(first_bytes(ck(tens["checkpoint"]), tens["offset"]))
+            # diagnostic (JSON only): the path walk alone, kernel caches dropped again
+            # but the daemon as the read above left it
+            tpath = os.path.join(root, tens["lfs_path"]) if is_lfs else ck(tens["checkpoint"])
+            if os.path.exists(tpath):
+                drop_caches()
+                t0 = time.perf_counter()
+                os.stat(tpath)
+                rec.setdefault("tensor_path_lookup", []).append(time.perf_counter() - t0)
             drop_caches()
             t = first_bytes(ck(big))
             self.R["ttfb"][tool]["checkpoint"].append(t)
@@ -674,7 +665,8 @@ class Bench:
             if proc is not None:
                 # the same work for every daemon: mount, two first-4-KiB reads, full read
                 hwm, cpu = proc_stats(proc.pid)
-                self.R["daemon"][tool] = {"peak_rss": hwm, "cpu_seconds": cpu}
+                self.R["daemon"][tool] = {"peak_rss": hwm, "cpu_seconds": cpu,
+                                          "now": dict(proc_stats.detail)}
             if is_lfs:
                 self.verify(root, files)
                 self.metadata(root)
@@ -1039,9 +1031,6 @@ def main():
     man, files = load_family()
     log("family: %d versions, %d files, %s" % (len(man["versions"]), len(files),
                                                 fmt_bytes(sum(f["size"] for f in files))))
-    if any(v.get("relation", 0) is None for v in man["versions"]):
-        R["notes"].append("manifest has \"relation\": null, which `lineagefs import --manifest` "
-                          "rejects (json type_error 302); imported a copy with nulls dropped")
     log("storage + ingest ...")
     b.run_storage(man, files)
     log("read ...")
