@@ -192,7 +192,16 @@ def run(lfs, work):
 
     cli("init", store)
     cli("import", store, f"{src}/base", "--model", "base", "-m", "pretrained")
-    cli("import", store, f"{src}/ft", "--model", "ft", "--parent", "base/v1", "--relation", "finetune")
+    r = cli("import", store, f"{src}/ft", "--model", "ft", "--parent", "base/v1", "--relation", "finetune",
+            "--json")
+    imported = json.loads(r.stdout)
+
+    @check("frozen tensors of a fine-tune are stored zero times")
+    def _():
+        f = imported["files"][0]
+        # 6 tensors; training changed q_proj weight and bias only.
+        assert f["tensors"] == 6 and f["tensors_deduplicated"] == 4, f
+    _()
     cli("import", store, f"{src}/bf16", "--model", "bf16", "--parent", "base/v1", "--relation", "quantize")
     cli("import", store, f"{src}/bad", "--model", "bad")
     m = Mount(lfs, store, mnt)
