@@ -147,8 +147,8 @@ void RegisterLineageCommands(CLI::App& app, int* rc) {
   {
     auto ver = std::make_shared<std::string>();
     auto body = std::make_shared<Body>();
-    auto* c = Cmd(app, rc, "show", "a version's metadata, parents, files and tensors", store,
-                  true, body);
+    auto* c =
+        Cmd(app, rc, "show", "a version's metadata, parents, files and tensors", store, true, body);
     c->add_option("MODEL/VERSION", *ver)->required();
     c->add_flag("--json", *as_json);
     *body = [=](Opened& o) {
@@ -178,7 +178,8 @@ void RegisterLineageCommands(CLI::App& app, int* rc) {
       if (!v->author.empty()) std::printf("author    %s\n", v->author.c_str());
       if (!v->message.empty()) std::printf("message   %s\n", v->message.c_str());
       std::printf("content   %s\n", v->ContentId().Hex().c_str());
-      if (v->predecessor) std::printf("previous  %s/%s\n", k->model.c_str(), v->predecessor->c_str());
+      if (v->predecessor)
+        std::printf("previous  %s/%s\n", k->model.c_str(), v->predecessor->c_str());
       for (const auto& p : v->parents) {
         std::printf("parent    %s (%s)%s\n", p.parent.str().c_str(),
                     lineage::RelationName(p.relation), p.tombstone ? " [removed]" : "");
@@ -189,7 +190,8 @@ void RegisterLineageCommands(CLI::App& app, int* rc) {
       }
       for (const auto& s : j["stale"]) {
         std::printf("stale     %s has a newer version %s\n",
-                    s["ancestor"].get<std::string>().c_str(), s["newer"].get<std::string>().c_str());
+                    s["ancestor"].get<std::string>().c_str(),
+                    s["newer"].get<std::string>().c_str());
       }
       std::printf("metadata  %s\n", v->metadata_json.c_str());
       std::printf("files     %zu, %s, %zu tensors\n", v->files.size(),
@@ -405,11 +407,13 @@ void RegisterLineageCommands(CLI::App& app, int* rc) {
         tj.push_back(e);
       }
       if (*as_json) {
-        std::printf("%s\n",
-                    json({{"a", ka->str()}, {"b", kb->str()}, {"files", fj}, {"tensors", tj},
-                          {"summary", counts}})
-                        .dump(2)
-                        .c_str());
+        std::printf("%s\n", json({{"a", ka->str()},
+                                  {"b", kb->str()},
+                                  {"files", fj},
+                                  {"tensors", tj},
+                                  {"summary", counts}})
+                                .dump(2)
+                                .c_str());
         return kExitOk;
       }
       std::printf("diff %s %s\n", ka->str().c_str(), kb->str().c_str());
@@ -518,7 +522,8 @@ void RegisterLineageCommands(CLI::App& app, int* rc) {
                ";\n    style=dashed;\n";
         for (const auto& v : *vs) {
           const auto& u = usage[v.key.str()];
-          double saved = u.logical > 0 ? 100.0 * (1.0 - u.stored / static_cast<double>(u.logical)) : 0;
+          double saved =
+              u.logical > 0 ? 100.0 * (1.0 - u.stored / static_cast<double>(u.logical)) : 0;
           char label[256];
           std::snprintf(label, sizeof label, "%s\\n%s logical\\n%s stored (%.0f%% saved)%s",
                         v.key.version.c_str(), HumanBytes(u.logical).c_str(),
@@ -541,8 +546,8 @@ void RegisterLineageCommands(CLI::App& app, int* rc) {
             edges.push_back({{"from", pk.str()}, {"to", v.key.str()}, {"relation", "version"}});
           }
           for (const auto& p : v.parents) {
-            dot += "  " + id(p.parent) + " -> " + id(v.key) + " [label=" +
-                   json(lineage::RelationName(p.relation)).dump() +
+            dot += "  " + id(p.parent) + " -> " + id(v.key) +
+                   " [label=" + json(lineage::RelationName(p.relation)).dump() +
                    (p.tombstone ? ", style=dashed, color=red" : "") + "];\n";
             edges.push_back({{"from", p.parent.str()},
                              {"to", v.key.str()},
@@ -570,8 +575,8 @@ void RegisterLineageCommands(CLI::App& app, int* rc) {
          message = std::make_shared<std::string>();
     auto parents = std::make_shared<std::vector<std::string>>();
     auto body = std::make_shared<Body>();
-    auto* c = Cmd(app, rc, "draft", "create a draft version (the model too, if new)", store, false,
-                  body);
+    auto* c =
+        Cmd(app, rc, "draft", "create a draft version (the model too, if new)", store, false, body);
     c->add_option("MODEL", *model)->required();
     c->add_option("--version", *name);
     c->add_option("--parent", *parents);

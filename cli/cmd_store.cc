@@ -163,8 +163,7 @@ Result<json> ImportOne(Lineage& lin, const ImportRequest& req, bool quiet) {
     auto acc = EnvFileAccess::Open(Env::Default(), f.string());
     if (!acc.ok()) return cleanup(acc.status());
     auto r = lin.AddFile(
-        v.key, f.filename().string(), **acc,
-        [](const std::string& m) { LogWarn(m); },
+        v.key, f.filename().string(), **acc, [](const std::string& m) { LogWarn(m); },
         [&](uint64_t d) { progress.Update(done_before + d); });
     if (!r.ok()) return cleanup(r.status().Annotate(f.string()));
     done_before += r->size;
@@ -190,11 +189,11 @@ Result<json> ImportOne(Lineage& lin, const ImportRequest& req, bool quiet) {
   }
   out["parents"] = ps;
   if (!quiet) {
-    std::printf("%s %s: %zu file(s), %s logical, %s new in the store (%.1f%%)\n",
-                req.draft ? "drafted" : "committed", v.key.str().c_str(), files.size(),
-                HumanBytes(total).c_str(), HumanBytes(after - before).c_str(),
-                total ? 100.0 * static_cast<double>(after - before) / static_cast<double>(total)
-                      : 0.0);
+    std::printf(
+        "%s %s: %zu file(s), %s logical, %s new in the store (%.1f%%)\n",
+        req.draft ? "drafted" : "committed", v.key.str().c_str(), files.size(),
+        HumanBytes(total).c_str(), HumanBytes(after - before).c_str(),
+        total ? 100.0 * static_cast<double>(after - before) / static_cast<double>(total) : 0.0);
   }
   return out;
 }

@@ -57,7 +57,9 @@ void Progress::Update(uint64_t done) {
   int64_t now = lineage::NowNs();
   if (now - last_ns_ < 100'000'000 && done < total_) return;
   last_ns_ = now;
-  int pct = total_ ? static_cast<int>(100.0 * static_cast<double>(done) / static_cast<double>(total_)) : 100;
+  int pct = total_
+                ? static_cast<int>(100.0 * static_cast<double>(done) / static_cast<double>(total_))
+                : 100;
   std::fprintf(stderr, "\r\033[K%s %3d%% %s / %s", label_.c_str(), pct, HumanBytes(done).c_str(),
                HumanBytes(total_).c_str());
   std::fflush(stderr);

@@ -218,7 +218,8 @@ std::vector<std::string> Drafts::SpooledNames(const VersionKey& key) {
   std::vector<std::string> out;
   std::string prefix = lineage::VersionDbKey(key);
   prefix.push_back('\0');
-  for (auto it = spools_.lower_bound(prefix); it != spools_.end() && it->first.rfind(prefix, 0) == 0; ++it) {
+  for (auto it = spools_.lower_bound(prefix);
+       it != spools_.end() && it->first.rfind(prefix, 0) == 0; ++it) {
     out.push_back(it->second->name);
   }
   return out;
@@ -321,7 +322,8 @@ void Drafts::Discard(const VersionKey& key) {
   std::lock_guard<std::mutex> l(mu_);
   std::string prefix = lineage::VersionDbKey(key);
   prefix.push_back('\0');
-  for (auto it = spools_.lower_bound(prefix); it != spools_.end() && it->first.rfind(prefix, 0) == 0;) {
+  for (auto it = spools_.lower_bound(prefix);
+       it != spools_.end() && it->first.rfind(prefix, 0) == 0;) {
     it->second->unlinked = true;
     ::unlink(it->second->meta_path.c_str());
     it = spools_.erase(it);

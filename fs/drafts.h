@@ -46,8 +46,8 @@ class Drafts {
   std::optional<uint64_t> SpooledSize(const lineage::VersionKey& key, const std::string& name);
   std::vector<std::string> SpooledNames(const lineage::VersionKey& key);
   // Reads a spooled file (readers see written bytes before the close).
-  Result<size_t> ReadSpooled(const lineage::VersionKey& key, const std::string& name,
-                             uint64_t off, size_t n, char* out);
+  Result<size_t> ReadSpooled(const lineage::VersionKey& key, const std::string& name, uint64_t off,
+                             size_t n, char* out);
   Status Truncate(const lineage::VersionKey& key, const std::string& name, uint64_t size);
   Status Unlink(const lineage::VersionKey& key, const std::string& name);
   Status Rename(const lineage::VersionKey& key, const std::string& from, const std::string& to);

@@ -30,21 +30,33 @@ bool ParseMountOptions(const std::string& opts, MountOptions* o, std::string* er
       val = item.substr(eq + 1);
     }
     try {
-      if (key == "ro") o->read_only = true;
-      else if (key == "rw") o->read_only = false;
-      else if (key == "allow_other") o->allow_other = true;
-      else if (key == "auto_unmount") o->auto_unmount = true;
-      else if (key == "no_auto_unmount") o->auto_unmount = false;
-      else if (key == "cache_mb") o->cache_mb = std::stoul(val);
-      else if (key == "threads") o->threads = std::stoi(val);
-      else if (key == "read_ahead_kb") o->read_ahead_kb = std::stoi(val);
-      else if (key == "log_file") o->log_file = val;
-      else if (key == "log_level") o->log_level = val;
-      else if (key == "debug") o->debug = true;
+      if (key == "ro")
+        o->read_only = true;
+      else if (key == "rw")
+        o->read_only = false;
+      else if (key == "allow_other")
+        o->allow_other = true;
+      else if (key == "auto_unmount")
+        o->auto_unmount = true;
+      else if (key == "no_auto_unmount")
+        o->auto_unmount = false;
+      else if (key == "cache_mb")
+        o->cache_mb = std::stoul(val);
+      else if (key == "threads")
+        o->threads = std::stoi(val);
+      else if (key == "read_ahead_kb")
+        o->read_ahead_kb = std::stoi(val);
+      else if (key == "log_file")
+        o->log_file = val;
+      else if (key == "log_level")
+        o->log_level = val;
+      else if (key == "debug")
+        o->debug = true;
       else if (key == "fsname" || key == "subtype" || key == "_netdev" || key == "noauto" ||
                key == "user" || key == "nofail" || key == "defaults" || key == "dev" ||
                key == "suid" || key == "nodev" || key == "nosuid" || key == "exec" ||
-               key == "noexec" || key == "atime" || key == "noatime" || key == "x-systemd.automount") {
+               key == "noexec" || key == "atime" || key == "noatime" ||
+               key == "x-systemd.automount") {
         // Accepted from /etc/fstab and mount(8); nothing to do.
       } else {
         *error = "unknown mount option '" + key + "'";

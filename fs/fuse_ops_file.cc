@@ -117,8 +117,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t, fuse
   }
 }
 
-int do_read(Daemon& d, FileHandle* h, size_t size, off_t off, std::vector<char>* buf,
-            size_t* got) {
+int do_read(Daemon& d, FileHandle* h, size_t size, off_t off, std::vector<char>* buf, size_t* got) {
   buf->resize(size);
   Result<size_t> r = size_t{0};
   if (h->writer) {

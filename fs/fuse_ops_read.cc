@@ -51,9 +51,7 @@ Result<std::string> PathOf(Daemon& d, fuse_ino_t ino) {
 }
 
 // Attributes of a path: a file being written shows its spooled size.
-Result<Attr> AttrOf(Daemon& d, const std::string& path) {
-  return d.ns->GetAttr(path);
-}
+Result<Attr> AttrOf(Daemon& d, const std::string& path) { return d.ns->GetAttr(path); }
 
 }  // namespace
 
@@ -182,8 +180,8 @@ void op_readdir(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_in
     std::memset(&st, 0, sizeof st);
     st.st_ino = h->entries[i].attr.ino;
     st.st_mode = h->entries[i].attr.mode;
-    size_t need = fuse_add_direntry(req, buf.data() + used, size - used,
-                                    h->entries[i].name.c_str(), &st, static_cast<off_t>(i + 1));
+    size_t need = fuse_add_direntry(req, buf.data() + used, size - used, h->entries[i].name.c_str(),
+                                    &st, static_cast<off_t>(i + 1));
     if (need > size - used) break;
     used += need;
   }

@@ -242,7 +242,8 @@ int do_setattr(Daemon& d, fuse_ino_t ino, struct stat* attr, int to_set, fuse_fi
   if (!p.ok()) return ESTALE;
   auto w = d.ns->Locate(*p);
   if (!w.ok()) return LogErrno("setattr", *p, w.status());
-  bool in_draft = !w->committed && (w->kind == NodeKind::kOriginal || w->kind == NodeKind::kVersion);
+  bool in_draft =
+      !w->committed && (w->kind == NodeKind::kOriginal || w->kind == NodeKind::kVersion);
   if (!in_draft || d.opts.read_only) {
     return LogErrno("setattr", *p, Status::ReadOnly("committed content is immutable"));
   }
@@ -262,8 +263,7 @@ int do_setattr(Daemon& d, fuse_ino_t ino, struct stat* attr, int to_set, fuse_fi
   *timeout = 0;
   return 0;
 }
-void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
-                fuse_file_info* fi) {
+void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi) {
   struct stat st;
   double timeout = 0;
   int err = do_setattr(*GetDaemon(req), ino, attr, to_set, fi, &st, &timeout);
@@ -282,11 +282,13 @@ int do_setxattr(Daemon& d, fuse_ino_t ino, const char* name, const char* value, 
   auto w = d.ns->Locate(*p);
   if (!w.ok()) return LogErrno("setxattr", *p, w.status());
   if (w->kind != NodeKind::kVersion) {
-    return LogErrno("setxattr", *p, w->committed ? Status::ReadOnly("immutable")
-                                                 : Status::Unsupported("attributes live on versions"));
+    return LogErrno("setxattr", *p,
+                    w->committed ? Status::ReadOnly("immutable")
+                                 : Status::Unsupported("attributes live on versions"));
   }
   if (w->committed || d.opts.read_only) {
-    return LogErrno("setxattr", *p, Status::ReadOnly(w->model + "/" + w->version + " is committed"));
+    return LogErrno("setxattr", *p,
+                    Status::ReadOnly(w->model + "/" + w->version + " is committed"));
   }
   VersionKey key{w->model, w->version};
   Status s;
@@ -308,7 +310,8 @@ int do_setxattr(Daemon& d, fuse_ino_t ino, const char* name, const char* value, 
     size_t start = 0;
     while (start <= v.size() && !v.empty()) {
       size_t comma = v.find_first_of(",\n", start);
-      std::string one = v.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+      std::string one =
+          v.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
       auto k = ParseLinkTarget(d, one);
       if (!k.ok()) return LogErrno("setxattr", *p, k.status());
       ps.push_back({*k, rel});
@@ -358,7 +361,9 @@ void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char*) {
   fuse_reply_err(req, err);
 }
 
-void op_mknod(fuse_req_t req, fuse_ino_t, const char*, mode_t, dev_t) { fuse_reply_err(req, EPERM); }
+void op_mknod(fuse_req_t req, fuse_ino_t, const char*, mode_t, dev_t) {
+  fuse_reply_err(req, EPERM);
+}
 void op_link(fuse_req_t req, fuse_ino_t, fuse_ino_t, const char*) { fuse_reply_err(req, EPERM); }
 
 }  // namespace

@@ -1,10 +1,10 @@
 #include "fs/namespace.h"
 
 #include <algorithm>
-#include <set>
 #include <cstring>
 #include <ctime>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "fs/drafts.h"
 #include "store/formats/npy.h"
@@ -105,7 +105,8 @@ std::vector<std::string> TensorPathComponents(const std::string& name, bool npy)
   }
   std::string ext = npy ? ".npy" : ".safetensors";
   std::string esc = EscapeComponent(file);
-  if (esc.size() + ext.size() > 255) esc = EscapeComponent(file.substr(0, 150) + "~" + Hex8(Hash64(file.data(), file.size())));
+  if (esc.size() + ext.size() > 255)
+    esc = EscapeComponent(file.substr(0, 150) + "~" + Hex8(Hash64(file.data(), file.size())));
   out.push_back(esc + ext);
   return out;
 }
@@ -124,20 +125,19 @@ FileContent::FileContent(Store& store, std::vector<Segment> segs)
 Result<size_t> FileContent::Read(uint64_t off, size_t n, char* out) const {
   if (off >= size_) return size_t{0};
   n = static_cast<size_t>(std::min<uint64_t>(n, size_ - off));
-  size_t i = static_cast<size_t>(std::upper_bound(starts_.begin(), starts_.end(), off) -
-                                 starts_.begin()) - 1;
+  size_t i =
+      static_cast<size_t>(std::upper_bound(starts_.begin(), starts_.end(), off) - starts_.begin()) -
+      1;
   size_t done = 0;
   while (done < n && i < segs_.size()) {
     const Segment& s = segs_[i];
     uint64_t in = off + done - starts_[i];
     size_t take = static_cast<size_t>(std::min<uint64_t>(n - done, s.length - in));
     switch (s.kind) {
-      case Segment::Kind::kLiteral:
-        std::memcpy(out + done, s.literal.data() + in, take);
-        break;
+      case Segment::Kind::kLiteral: std::memcpy(out + done, s.literal.data() + in, take); break;
       case Segment::Kind::kObject: {
-        LFS_ASSIGN_OR_RETURN(size_t got, ObjectReader::ReadTensor(store_, *s.object,
-                                                                  s.offset + in, take, out + done));
+        LFS_ASSIGN_OR_RETURN(size_t got, ObjectReader::ReadTensor(store_, *s.object, s.offset + in,
+                                                                  take, out + done));
         if (got != take) return Status::Corruption("tensor object shorter than expected");
         break;
       }
@@ -213,7 +213,8 @@ Result<std::shared_ptr<VersionView>> BuildView(Store& store, lineage::Lineage& l
     TensorFileSpec spec;
     spec.ref = ref;
     spec.npy = NumpyHasDType(ref.dtype);
-    if (formats::DTypeSize(ref.dtype) == 0 || Numel(ref.shape) * formats::DTypeSize(ref.dtype) != ref.nbytes) {
+    if (formats::DTypeSize(ref.dtype) == 0 ||
+        Numel(ref.shape) * formats::DTypeSize(ref.dtype) != ref.nbytes) {
       continue;
     }
     if (spec.npy) {
@@ -357,7 +358,8 @@ Result<std::shared_ptr<VersionView>> Namespace::View(const std::string& model,
   std::string record;
   {
     ReadTxn txn(store_.db());
-    LFS_ASSIGN_OR_RETURN(auto raw, txn.Get(Table::kVersions, lineage::VersionDbKey({model, version})));
+    LFS_ASSIGN_OR_RETURN(auto raw,
+                         txn.Get(Table::kVersions, lineage::VersionDbKey({model, version})));
     if (!raw) return Status::NotFound("no version " + key);
     record = std::string(*raw);
   }
@@ -513,17 +515,11 @@ Attr Namespace::MakeAttr(const std::string& path, const Node& n) {
   bool writable_dir = !n.immutable;
   switch (n.kind) {
     case NodeKind::kRoot:
-    case NodeKind::kModel:
-      a.mode = S_IFDIR | 0755;
-      break;
-    case NodeKind::kVersion:
-      a.mode = S_IFDIR | (writable_dir ? 0755 : 0555);
-      break;
+    case NodeKind::kModel: a.mode = S_IFDIR | 0755; break;
+    case NodeKind::kVersion: a.mode = S_IFDIR | (writable_dir ? 0755 : 0555); break;
     case NodeKind::kTensorDir:
     case NodeKind::kViewsDir:
-    case NodeKind::kChildrenDir:
-      a.mode = S_IFDIR | 0555;
-      break;
+    case NodeKind::kChildrenDir: a.mode = S_IFDIR | 0555; break;
     case NodeKind::kSymlink:
       a.mode = S_IFLNK | 0777;
       a.size = n.link_target.size();
@@ -612,8 +608,7 @@ Result<std::vector<DirEntry>> Namespace::ReadDir(const std::string& path) {
       for (const auto& [k, rel] : kids) LFS_RETURN_IF_ERROR(add(k.model + "@" + k.version));
       break;
     }
-    default:
-      return Status::NotADirectory(path);
+    default: return Status::NotADirectory(path);
   }
   return out;
 }
@@ -676,8 +671,7 @@ Result<std::shared_ptr<FileContent>> Namespace::Open(const std::string& path) {
       }
       break;
     }
-    default:
-      return Status::IsADirectory(path + " is not a regular file");
+    default: return Status::IsADirectory(path + " is not a regular file");
   }
   return std::make_shared<FileContent>(store_, std::move(segs));
 }
@@ -705,7 +699,8 @@ Result<std::vector<std::string>> Namespace::ListXattr(const std::string& path) {
       if (v.committed()) add("committed");
       json md = json::parse(v.metadata_json, nullptr, false);
       if (md.is_object() && md.contains("tests") && md["tests"].is_object()) {
-        for (const auto& [k, val] : md["tests"].items()) names.push_back(std::string(kXattrPrefix) + "test." + k);
+        for (const auto& [k, val] : md["tests"].items())
+          names.push_back(std::string(kXattrPrefix) + "test." + k);
       }
       break;
     }
@@ -718,8 +713,7 @@ Result<std::vector<std::string>> Namespace::ListXattr(const std::string& path) {
         add("format");
       }
       break;
-    default:
-      break;
+    default: break;
   }
   return names;
 }
@@ -812,8 +806,7 @@ Result<std::string> Namespace::GetXattr(const std::string& path, const std::stri
       }
       break;
     }
-    default:
-      break;
+    default: break;
   }
   return Status::NotFound("no such attribute");
 }

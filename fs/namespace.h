@@ -127,7 +127,9 @@ class Namespace {
   Drafts* drafts_ = nullptr;
   std::mutex mu_;
   std::list<std::string> lru_;
-  std::unordered_map<std::string, std::pair<std::shared_ptr<VersionView>, std::list<std::string>::iterator>> views_;
+  std::unordered_map<std::string,
+                     std::pair<std::shared_ptr<VersionView>, std::list<std::string>::iterator>>
+      views_;
 };
 
 // Splits a tensor name into the folders and file name of its tensors/ path,

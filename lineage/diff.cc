@@ -73,8 +73,8 @@ double ElementAsDouble(formats::DType dt, const char* p) {
 namespace {
 Status Stats(Store& store, const TensorRef& a, const TensorRef& b, TensorDiff* d) {
   size_t es = formats::DTypeSize(a.dtype);
-  if (es == 0 || std::isnan(ElementAsDouble(a.dtype, "\0\0\0\0\0\0\0\0")) ||
-      !a.contiguous || !b.contiguous) {
+  if (es == 0 || std::isnan(ElementAsDouble(a.dtype, "\0\0\0\0\0\0\0\0")) || !a.contiguous ||
+      !b.contiguous) {
     return Status::OK();
   }
   LFS_ASSIGN_OR_RETURN(TensorObject ta, LoadTensor(store, a.object));
@@ -86,13 +86,14 @@ Status Stats(Store& store, const TensorRef& a, const TensorRef& b, TensorDiff* d
   for (uint64_t off = 0; off < a.nbytes; off += kPiece) {
     size_t len = static_cast<size_t>(std::min<uint64_t>(kPiece, a.nbytes - off));
     len -= len % es;
-    LFS_ASSIGN_OR_RETURN(size_t ga,
-                         ObjectReader::ReadTensor(store, ta, a.object_offset + off, len, pa.data()));
-    LFS_ASSIGN_OR_RETURN(size_t gb,
-                         ObjectReader::ReadTensor(store, tb, b.object_offset + off, len, pb.data()));
+    LFS_ASSIGN_OR_RETURN(
+        size_t ga, ObjectReader::ReadTensor(store, ta, a.object_offset + off, len, pa.data()));
+    LFS_ASSIGN_OR_RETURN(
+        size_t gb, ObjectReader::ReadTensor(store, tb, b.object_offset + off, len, pb.data()));
     if (ga != len || gb != len) return Status::Corruption("tensor shorter than its shape");
     for (size_t i = 0; i < len; i += es) {
-      double x = ElementAsDouble(a.dtype, pa.data() + i), y = ElementAsDouble(b.dtype, pb.data() + i);
+      double x = ElementAsDouble(a.dtype, pa.data() + i),
+             y = ElementAsDouble(b.dtype, pb.data() + i);
       double dd = y - x;
       if (std::memcmp(pa.data() + i, pb.data() + i, es) != 0) changed++;
       if (std::isfinite(dd)) {
@@ -118,10 +119,10 @@ Result<DiffResult> Diff(Lineage& lin, const Version& a, const Version& b, bool s
     if (it == b.files.end()) {
       out.files.push_back({name, FileDiff::Kind::kRemoved, fa.size, 0});
     } else {
-      out.files.push_back({name,
-                           fa.digest == it->second.digest ? FileDiff::Kind::kIdentical
-                                                          : FileDiff::Kind::kChanged,
-                           fa.size, it->second.size});
+      out.files.push_back(
+          {name,
+           fa.digest == it->second.digest ? FileDiff::Kind::kIdentical : FileDiff::Kind::kChanged,
+           fa.size, it->second.size});
     }
   }
   for (const auto& [name, fb] : b.files) {

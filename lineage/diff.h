@@ -15,9 +15,9 @@ struct TensorDiff {
   formats::DType dtype_a = formats::DType::kUnknown, dtype_b = formats::DType::kUnknown;
   std::vector<int64_t> shape_a, shape_b;
   bool has_stats = false;
-  double max_abs_delta = 0;      // max |b - a|
-  double rel_l2 = 0;             // ||b - a|| / ||a||
-  double frac_changed = 0;       // fraction of elements that differ
+  double max_abs_delta = 0;  // max |b - a|
+  double rel_l2 = 0;         // ||b - a|| / ||a||
+  double frac_changed = 0;   // fraction of elements that differ
 };
 const char* TensorDiffKindName(TensorDiff::Kind k);
 

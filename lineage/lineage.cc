@@ -281,7 +281,8 @@ Status Lineage::RenameModel(const std::string& from, const std::string& to) {
       LFS_ASSIGN_OR_RETURN(Version cur, LoadVersion(txn, oldk));
       for (const auto& p : cur.parents) {
         if (p.tombstone) continue;
-        VersionKey parent_old = p.parent.model == to ? VersionKey{from, p.parent.version} : p.parent;
+        VersionKey parent_old =
+            p.parent.model == to ? VersionKey{from, p.parent.version} : p.parent;
         LFS_RETURN_IF_ERROR(txn.Del(Table::kChildren, ChildKey(parent_old, oldk)));
         LFS_RETURN_IF_ERROR(txn.Put(Table::kChildren, ChildKey(p.parent, newk),
                                     std::string(1, static_cast<char>(p.relation))));
@@ -381,8 +382,8 @@ Status CheckParents(const Txn& txn, const VersionKey& child, const std::vector<P
       q.pop_front();
       if (!visited.insert(k).second) continue;
       if (k == child) {
-        return Status::InvalidArgument("making " + p.parent.str() + " a parent of " +
-                                       child.str() + " would create a cycle");
+        return Status::InvalidArgument("making " + p.parent.str() + " a parent of " + child.str() +
+                                       " would create a cycle");
       }
       LFS_ASSIGN_OR_RETURN(auto av, txn.Get(Table::kVersions, VersionDbKey(k)));
       if (!av) continue;
@@ -683,23 +684,24 @@ Status Lineage::RemoveVersion(const VersionKey& key, bool force) {
 // ---------------------------------------------------------------------------
 // Queries
 
-Result<std::vector<std::pair<VersionKey, Relation>>> Lineage::Children(const VersionKey& key) const {
+Result<std::vector<std::pair<VersionKey, Relation>>> Lineage::Children(
+    const VersionKey& key) const {
   ReadTxn txn(store_.db());
   std::vector<std::pair<VersionKey, Relation>> out;
   std::string prefix = ChildKeyPrefix(key);
-  LFS_RETURN_IF_ERROR(txn.ScanPrefix(Table::kChildren, prefix,
-                                     [&](std::string_view k, std::string_view v) {
-                                       std::string kid(k.substr(prefix.size()));
-                                       size_t nul = kid.find('\0');
-                                       Relation r = v.empty() ? Relation::kOther
-                                                              : static_cast<Relation>(v[0]);
-                                       out.push_back({{kid.substr(0, nul), kid.substr(nul + 1)}, r});
-                                       return true;
-                                     }));
+  LFS_RETURN_IF_ERROR(
+      txn.ScanPrefix(Table::kChildren, prefix, [&](std::string_view k, std::string_view v) {
+        std::string kid(k.substr(prefix.size()));
+        size_t nul = kid.find('\0');
+        Relation r = v.empty() ? Relation::kOther : static_cast<Relation>(v[0]);
+        out.push_back({{kid.substr(0, nul), kid.substr(nul + 1)}, r});
+        return true;
+      }));
   return out;
 }
 
-Result<std::vector<std::pair<VersionKey, Relation>>> Lineage::Ancestors(const VersionKey& key) const {
+Result<std::vector<std::pair<VersionKey, Relation>>> Lineage::Ancestors(
+    const VersionKey& key) const {
   ReadTxn txn(store_.db());
   std::vector<std::pair<VersionKey, Relation>> out;
   std::set<VersionKey> seen{key};

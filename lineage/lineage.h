@@ -75,7 +75,7 @@ struct Version {
 struct Model {
   std::string name;
   int64_t created_ns = 0;
-  std::vector<std::string> versions;  // creation order
+  std::vector<std::string> versions;        // creation order
   std::map<std::string, std::string> tags;  // tag -> version ("latest" is computed)
   uint64_t next_number = 1;                 // for default names v1, v2, ...
   uint64_t seq = 0;

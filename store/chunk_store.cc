@@ -469,7 +469,7 @@ struct WriteBatch::Impl {
   // The pack being appended to.
   uint64_t pack_id = 0;
   std::unique_ptr<WritableFile> pack;
-  bool pack_created = false;       // created by this batch (needs a dir fsync)
+  bool pack_created = false;  // created by this batch (needs a dir fsync)
   std::map<uint64_t, PackEntry> pack_updates;
   std::vector<uint64_t> created_packs;
   uint64_t next_pack = 0;
@@ -770,8 +770,7 @@ Status Store::Gc(const GcOptions& opts, GcStats* stats) {
       LFS_ASSIGN_OR_RETURN(std::string frame, ReadFrame(e));
       FrameHeader h;
       std::string_view payload_view;
-      LFS_RETURN_IF_ERROR(
-          DecodeFrame(frame, &h, &payload_view).Annotate("gc: chunk " + d.Hex()));
+      LFS_RETURN_IF_ERROR(DecodeFrame(frame, &h, &payload_view).Annotate("gc: chunk " + d.Hex()));
       LFS_RETURN_IF_ERROR(batch->MoveFrame(d, frame, e));
     }
     retire.push_back(id);

@@ -75,7 +75,9 @@ uint64_t Digest::Low64() const {
   return v;
 }
 
-Hasher::Hasher() : state_(XXH3_createState()) { XXH3_128bits_reset(static_cast<XXH3_state_t*>(state_)); }
+Hasher::Hasher() : state_(XXH3_createState()) {
+  XXH3_128bits_reset(static_cast<XXH3_state_t*>(state_));
+}
 Hasher::~Hasher() { XXH3_freeState(static_cast<XXH3_state_t*>(state_)); }
 void Hasher::Update(const void* data, size_t len) {
   XXH3_128bits_update(static_cast<XXH3_state_t*>(state_), data, len);

@@ -43,8 +43,8 @@ class Env {
 
   // Opens path for appending, creating it if missing. When truncate_to is set
   // the file is first cut to that length (discarding a torn tail).
-  virtual Result<std::unique_ptr<WritableFile>> OpenAppendable(const std::string& path,
-                                                               std::optional<uint64_t> truncate_to) = 0;
+  virtual Result<std::unique_ptr<WritableFile>> OpenAppendable(
+      const std::string& path, std::optional<uint64_t> truncate_to) = 0;
   virtual Result<std::unique_ptr<RandomAccessFile>> OpenRandomAccess(const std::string& path) = 0;
   virtual Status Rename(const std::string& from, const std::string& to) = 0;
   virtual Status Remove(const std::string& path) = 0;
@@ -75,8 +75,8 @@ class FaultInjectionEnv final : public Env {
   uint64_t op_count(Op op) const;
   void Reset();  // clears counters and pending faults
 
-  Result<std::unique_ptr<WritableFile>> OpenAppendable(const std::string& path,
-                                                       std::optional<uint64_t> truncate_to) override;
+  Result<std::unique_ptr<WritableFile>> OpenAppendable(
+      const std::string& path, std::optional<uint64_t> truncate_to) override;
   Result<std::unique_ptr<RandomAccessFile>> OpenRandomAccess(const std::string& path) override;
   Status Rename(const std::string& from, const std::string& to) override;
   Status Remove(const std::string& path) override;

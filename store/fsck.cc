@@ -66,7 +66,8 @@ Status Fsck(Store& store, FsckReport* rep, const FsckOptions& opts) {
     std::string path = store.PackPath(id);
     auto size = store.env()->FileSize(path);
     if (!size.ok()) {
-      rep->errors.push_back("pack " + PackFileName(id) + " is missing: " + size.status().ToString());
+      rep->errors.push_back("pack " + PackFileName(id) +
+                            " is missing: " + size.status().ToString());
       continue;
     }
     if (*size < pe.length) {
@@ -126,8 +127,7 @@ Status Fsck(Store& store, FsckReport* rep, const FsckOptions& opts) {
       } else {
         tensor_refs[e.digest]++;
         if (!tensors.count(e.digest)) {
-          rep->errors.push_back("file " + d.Hex() + " references missing tensor " +
-                                e.digest.Hex());
+          rep->errors.push_back("file " + d.Hex() + " references missing tensor " + e.digest.Hex());
         }
       }
     }
@@ -140,9 +140,8 @@ Status Fsck(Store& store, FsckReport* rep, const FsckOptions& opts) {
   }
   for (const auto& [d, t] : tensors) {
     if (opts.verify_refcounts && tensor_refs[d] != t.refs) {
-      rep->errors.push_back("tensor " + d.Hex() + " has reference count " +
-                            std::to_string(t.refs) + ", expected " +
-                            std::to_string(tensor_refs[d]));
+      rep->errors.push_back("tensor " + d.Hex() + " has reference count " + std::to_string(t.refs) +
+                            ", expected " + std::to_string(tensor_refs[d]));
     }
   }
   // 4. Which files lose bytes to bad chunks (a delta child of a bad chunk is bad too).

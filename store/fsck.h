@@ -12,9 +12,9 @@ namespace lfs {
 
 struct FsckReport {
   uint64_t packs_checked = 0, chunks_checked = 0, tensors_checked = 0, files_checked = 0;
-  std::vector<std::string> errors;   // each a sentence naming what is wrong
-  std::set<Digest> bad_chunks;       // unreadable or corrupt
-  std::set<Digest> damaged_files;    // files whose bytes depend on a bad chunk or tensor
+  std::vector<std::string> errors;  // each a sentence naming what is wrong
+  std::set<Digest> bad_chunks;      // unreadable or corrupt
+  std::set<Digest> damaged_files;   // files whose bytes depend on a bad chunk or tensor
   bool ok() const { return errors.empty(); }
 };
 

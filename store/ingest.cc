@@ -62,9 +62,8 @@ Result<std::optional<TensorObject>> Ingester::FindTensor(const Digest& d) {
   return GetTensor(txn, d);
 }
 
-Status Ingester::AddGenericBytes(const formats::RandomAccess& src, uint64_t offset,
-                                 uint64_t nbytes, Hasher* file_hash,
-                                 std::vector<Extent>* extents) {
+Status Ingester::AddGenericBytes(const formats::RandomAccess& src, uint64_t offset, uint64_t nbytes,
+                                 Hasher* file_hash, std::vector<Extent>* extents) {
   std::string buf;
   std::string piece;
   uint64_t pos = offset, end = offset + nbytes;
@@ -83,8 +82,8 @@ Status Ingester::AddGenericBytes(const formats::RandomAccess& src, uint64_t offs
     while (consumed < buf.size()) {
       size_t rest = buf.size() - consumed;
       if (!eof && rest < chunker_.params().max_size) break;
-      size_t cut = chunker_.NextCut(reinterpret_cast<const uint8_t*>(buf.data()) + consumed,
-                                    rest, eof);
+      size_t cut =
+          chunker_.NextCut(reinterpret_cast<const uint8_t*>(buf.data()) + consumed, rest, eof);
       if (cut == 0) break;
       reqs.push_back(ChunkRequest{std::string_view(buf).substr(consumed, cut), 1, {}});
       consumed += cut;
@@ -206,8 +205,7 @@ Result<Digest> Ingester::AddTensorData(const std::string& name, formats::DType d
     for (const auto& c : obj.chunks) batch_.AddRef(c, -1);
     stats->tensors_deduped++;
   } else if (existing) {
-    return Status::Corruption("XXH3-128 collision between tensors of different length: " +
-                              d.Hex());
+    return Status::Corruption("XXH3-128 collision between tensors of different length: " + d.Hex());
   } else {
     new_tensors_[d] = std::move(obj);
   }
@@ -215,11 +213,9 @@ Result<Digest> Ingester::AddTensorData(const std::string& name, formats::DType d
   return d;
 }
 
-Result<std::optional<TensorObject>> Ingester::TryCast(const DeltaBases::Base& src_base,
-                                                      formats::DType dtype,
-                                                      const formats::RandomAccess& in,
-                                                      uint64_t offset, uint64_t nbytes,
-                                                      Hasher* tensor_hash, Hasher* file_hash, uint32_t* crc) {
+Result<std::optional<TensorObject>> Ingester::TryCast(
+    const DeltaBases::Base& src_base, formats::DType dtype, const formats::RandomAccess& in,
+    uint64_t offset, uint64_t nbytes, Hasher* tensor_hash, Hasher* file_hash, uint32_t* crc) {
   LFS_ASSIGN_OR_RETURN(auto srct, FindTensor(src_base.object));
   size_t to_size = formats::DTypeSize(dtype), from_size = formats::DTypeSize(src_base.dtype);
   if (!srct || nbytes % to_size != 0 || srct->nbytes / from_size != nbytes / to_size) {
@@ -245,9 +241,9 @@ Result<std::optional<TensorObject>> Ingester::TryCast(const DeltaBases::Base& sr
       LFS_RETURN_IF_ERROR(in.ReadAt(offset + pos, n, &child));
       size_t elems = n / to_size;
       from.resize(elems * from_size);
-      LFS_ASSIGN_OR_RETURN(size_t got, ObjectReader::ReadTensor(batch_.store(), *srct,
-                                                                pos / to_size * from_size,
-                                                                from.size(), from.data()));
+      LFS_ASSIGN_OR_RETURN(
+          size_t got, ObjectReader::ReadTensor(batch_.store(), *srct, pos / to_size * from_size,
+                                               from.size(), from.data()));
       if (got != from.size()) return std::optional<TensorObject>();
       pred.resize(n);
       CastElements(src_base.dtype, dtype, from.data(), elems, pred.data());
@@ -280,8 +276,7 @@ Result<std::optional<TensorObject>> Ingester::TryCast(const DeltaBases::Base& sr
   return std::optional<TensorObject>(std::move(obj));
 }
 
-Result<IngestedFile> Ingester::AddFile(const std::string& name,
-                                       const formats::RandomAccess& src) {
+Result<IngestedFile> Ingester::AddFile(const std::string& name, const formats::RandomAccess& src) {
   IngestedFile out;
   out.size = src.Size();
   formats::ParsedFile parsed;
@@ -318,8 +313,8 @@ Result<IngestedFile> Ingester::AddFile(const std::string& name,
     const formats::TensorSpan* span = it == span_of_key.end() ? nullptr : it->second;
     std::string tname = span ? span->name : r.key;
     std::vector<int64_t> shape = span ? span->shape : std::vector<int64_t>{};
-    LFS_ASSIGN_OR_RETURN(Digest d, AddTensorData(tname, r.dtype, shape, src, r.offset, r.nbytes,
-                                                 &file_hash, &out));
+    LFS_ASSIGN_OR_RETURN(
+        Digest d, AddTensorData(tname, r.dtype, shape, src, r.offset, r.nbytes, &file_hash, &out));
     object_of_key[r.key] = d;
     if (r.nbytes > 0) recipe.extents.push_back(Extent{Extent::Kind::kTensor, d, 0, r.nbytes});
     pos = r.offset + r.nbytes;

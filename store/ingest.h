@@ -52,8 +52,8 @@ struct IngestOptions {
   uint32_t tensor_chunk_bytes = 1 << 20;  // see store/FORMAT.md "Chunk sizes"
   CdcParams cdc;
   formats::ParseLimits limits;
-  std::function<void(const std::string&)> log;           // fallback reasons etc.
-  std::function<void(uint64_t bytes_done)> progress;     // called as bytes are consumed
+  std::function<void(const std::string&)> log;        // fallback reasons etc.
+  std::function<void(uint64_t bytes_done)> progress;  // called as bytes are consumed
 };
 
 struct IngestedFile {

@@ -68,8 +68,9 @@ class Txn {
   Status Scan(Table t, std::string_view from,
               const std::function<bool(std::string_view key, std::string_view value)>& fn) const;
   // Visits every key that starts with prefix.
-  Status ScanPrefix(Table t, std::string_view prefix,
-                    const std::function<bool(std::string_view key, std::string_view value)>& fn) const;
+  Status ScanPrefix(
+      Table t, std::string_view prefix,
+      const std::function<bool(std::string_view key, std::string_view value)>& fn) const;
   Result<uint64_t> Count(Table t) const;
 
  protected:

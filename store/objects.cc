@@ -11,7 +11,9 @@ namespace {
 constexpr uint8_t kTensorVersion = 1;
 constexpr uint8_t kDerivedTensorVersion = 2;  // v1 + derivation fields
 constexpr uint8_t kFileVersion = 1;
-uint64_t ZigZag(int64_t v) { return (static_cast<uint64_t>(v) << 1) ^ static_cast<uint64_t>(v >> 63); }
+uint64_t ZigZag(int64_t v) {
+  return (static_cast<uint64_t>(v) << 1) ^ static_cast<uint64_t>(v >> 63);
+}
 int64_t UnZigZag(uint64_t v) { return static_cast<int64_t>(v >> 1) ^ -static_cast<int64_t>(v & 1); }
 void PutDims(std::string* s, const std::vector<int64_t>& dims) {
   PutVarint(s, dims.size());
@@ -297,8 +299,8 @@ Result<size_t> ReadStoredBytes(Store& store, const TensorObject& t, uint64_t off
 
 }  // namespace
 
-Result<size_t> ObjectReader::ReadTensor(Store& store, const TensorObject& t, uint64_t off,
-                                        size_t n, char* out) {
+Result<size_t> ObjectReader::ReadTensor(Store& store, const TensorObject& t, uint64_t off, size_t n,
+                                        char* out) {
   if (off >= t.nbytes) return size_t{0};
   n = static_cast<size_t>(std::min<uint64_t>(n, t.nbytes - off));
   LFS_ASSIGN_OR_RETURN(size_t got, ReadStoredBytes(store, t, off, n, out));
@@ -309,11 +311,12 @@ Result<size_t> ObjectReader::ReadTensor(Store& store, const TensorObject& t, uin
   uint64_t e0 = off / to_size, e1 = (off + n + to_size - 1) / to_size;
   LFS_ASSIGN_OR_RETURN(TensorObject src, LoadTensor(store, t.derived_from));
   std::string from_bytes(static_cast<size_t>((e1 - e0) * from_size), '\0');
-  LFS_ASSIGN_OR_RETURN(size_t sgot, ReadTensor(store, src, e0 * from_size, from_bytes.size(),
-                                               from_bytes.data()));
+  LFS_ASSIGN_OR_RETURN(
+      size_t sgot, ReadTensor(store, src, e0 * from_size, from_bytes.size(), from_bytes.data()));
   if (sgot != from_bytes.size()) return Status::Corruption("cast source shorter than its child");
   std::string pred(static_cast<size_t>((e1 - e0) * to_size), '\0');
-  CastElements(t.from_dtype, t.to_dtype, from_bytes.data(), static_cast<size_t>(e1 - e0), pred.data());
+  CastElements(t.from_dtype, t.to_dtype, from_bytes.data(), static_cast<size_t>(e1 - e0),
+               pred.data());
   size_t skip = static_cast<size_t>(off - e0 * to_size);
   for (size_t i = 0; i < n; i++) out[i] ^= pred[skip + i];
   return got;
@@ -324,7 +327,8 @@ Result<std::shared_ptr<FileReader>> FileReader::Open(Store& store, const Digest&
   return std::make_shared<FileReader>(store, std::move(r));
 }
 
-FileReader::FileReader(Store& store, FileRecipe recipe) : store_(store), recipe_(std::move(recipe)) {
+FileReader::FileReader(Store& store, FileRecipe recipe)
+    : store_(store), recipe_(std::move(recipe)) {
   uint64_t pos = 0;
   starts_.reserve(recipe_.extents.size());
   for (const auto& e : recipe_.extents) {
@@ -350,8 +354,9 @@ Result<size_t> FileReader::ReadAt(uint64_t off, size_t n, char* out) const {
   if (off >= recipe_.size) return size_t{0};
   n = static_cast<size_t>(std::min<uint64_t>(n, recipe_.size - off));
   size_t done = 0;
-  size_t i = static_cast<size_t>(std::upper_bound(starts_.begin(), starts_.end(), off) -
-                                 starts_.begin()) - 1;
+  size_t i =
+      static_cast<size_t>(std::upper_bound(starts_.begin(), starts_.end(), off) - starts_.begin()) -
+      1;
   while (done < n && i < recipe_.extents.size()) {
     const Extent& e = recipe_.extents[i];
     uint64_t in_ext = off + done - starts_[i];
@@ -364,9 +369,8 @@ Result<size_t> FileReader::ReadAt(uint64_t off, size_t n, char* out) const {
       std::memcpy(out + done, chunk->data() + e.object_offset + in_ext, take);
     } else {
       LFS_ASSIGN_OR_RETURN(auto t, Tensor(e.digest));
-      LFS_ASSIGN_OR_RETURN(size_t got,
-                           ObjectReader::ReadTensor(store_, *t, e.object_offset + in_ext, take,
-                                                    out + done));
+      LFS_ASSIGN_OR_RETURN(size_t got, ObjectReader::ReadTensor(
+                                           store_, *t, e.object_offset + in_ext, take, out + done));
       if (got != take) return Status::Corruption("tensor object shorter than its file extent");
     }
     done += take;

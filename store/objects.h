@@ -53,7 +53,7 @@ struct TensorRef {
   std::string name;
   formats::DType dtype = formats::DType::kUnknown;
   std::vector<int64_t> shape;
-  Digest object;             // the tensor (or storage) data object
+  Digest object;               // the tensor (or storage) data object
   uint64_t object_offset = 0;  // first byte of this tensor inside the object
   uint64_t nbytes = 0;         // bytes of a contiguous view (0 when not contiguous)
   bool contiguous = true;

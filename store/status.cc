@@ -8,34 +8,22 @@ namespace lfs {
 Status Status::FromErrno(int err, const std::string& context) {
   std::string m = context + ": " + std::strerror(err);
   switch (err) {
-    case ENOENT:
-      return NotFound(m);
+    case ENOENT: return NotFound(m);
     case ENOSPC:
-    case EDQUOT:
-      return NoSpace(m);
-    case EEXIST:
-      return AlreadyExists(m);
-    case EROFS:
-      return ReadOnly(m);
+    case EDQUOT: return NoSpace(m);
+    case EEXIST: return AlreadyExists(m);
+    case EROFS: return ReadOnly(m);
     case EINVAL:
-    case ENAMETOOLONG:
-      return InvalidArgument(m);
+    case ENAMETOOLONG: return InvalidArgument(m);
     case EBUSY:
-    case EAGAIN:
-      return Busy(m);
-    case ENOTEMPTY:
-      return NotEmpty(m);
-    case ENOTDIR:
-      return NotADirectory(m);
-    case EISDIR:
-      return IsADirectory(m);
+    case EAGAIN: return Busy(m);
+    case ENOTEMPTY: return NotEmpty(m);
+    case ENOTDIR: return NotADirectory(m);
+    case EISDIR: return IsADirectory(m);
     case EACCES:
-    case EPERM:
-      return Permission(m);
-    case ENOTSUP:
-      return Unsupported(m);
-    default:
-      return IOError(m);
+    case EPERM: return Permission(m);
+    case ENOTSUP: return Unsupported(m);
+    default: return IOError(m);
   }
 }
 

@@ -73,7 +73,7 @@ class [[nodiscard]] Status {
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : value_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(T value) : value_(std::move(value)) {}                        // NOLINT: implicit by design
   Result(Status s) : status_(std::move(s)) { assert(!status_.ok()); }  // NOLINT
   bool ok() const { return status_.ok(); }
   const Status& status() const { return status_; }
@@ -105,10 +105,10 @@ class [[nodiscard]] Result {
 #define LFS_CONCAT(a, b) LFS_CONCAT_INNER(a, b)
 
 // Returns the Status from the enclosing function when it is not ok.
-#define LFS_RETURN_IF_ERROR(expr)          \
-  do {                                     \
-    ::lfs::Status _lfs_st = (expr);        \
-    if (!_lfs_st.ok()) return _lfs_st;     \
+#define LFS_RETURN_IF_ERROR(expr)      \
+  do {                                 \
+    ::lfs::Status _lfs_st = (expr);    \
+    if (!_lfs_st.ok()) return _lfs_st; \
   } while (0)
 
 #define LFS_ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr) \

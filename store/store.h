@@ -29,7 +29,7 @@
 namespace lfs {
 
 struct StoreOptions {
-  Env* env = nullptr;                    // nullptr: Env::Default()
+  Env* env = nullptr;                     // nullptr: Env::Default()
   uint64_t pack_target_bytes = 64 << 20;  // a pack is sealed once it reaches this size
   size_t cache_bytes = 256 << 20;         // decoded-chunk cache
   int max_delta_depth = 3;                // a read decodes at most this + 1 chunks
@@ -41,14 +41,14 @@ struct StoreOptions {
 // A chunk index entry (table "chunks", key = 17-byte digest).
 struct ChunkEntry {
   uint64_t pack_id = 0;
-  uint64_t offset = 0;      // of the frame in the pack
-  uint32_t frame_len = 0;   // header + payload + trailer
+  uint64_t offset = 0;     // of the frame in the pack
+  uint32_t frame_len = 0;  // header + payload + trailer
   uint32_t raw_len = 0;
   codec::CodecId codec = codec::CodecId::kRaw;
   uint8_t elem_width = 1;
-  uint8_t depth = 0;        // delta chain length below this chunk (0: standalone)
+  uint8_t depth = 0;  // delta chain length below this chunk (0: standalone)
   uint32_t refs = 0;
-  Digest base;              // delta base (empty unless codec is kXorDelta)
+  Digest base;  // delta base (empty unless codec is kXorDelta)
 
   std::string Encode() const;
   static Result<ChunkEntry> Decode(std::string_view v);
@@ -125,7 +125,8 @@ struct ChunkProblem {
 class Store {
  public:
   static Status Create(const std::string& path, const StoreOptions& opts = {});
-  static Result<std::unique_ptr<Store>> Open(const std::string& path, const StoreOptions& opts = {});
+  static Result<std::unique_ptr<Store>> Open(const std::string& path,
+                                             const StoreOptions& opts = {});
   ~Store();
 
   const std::string& path() const { return path_; }

@@ -26,13 +26,13 @@ enum class DType : uint8_t {
   kU16 = 13,
   kU32 = 14,
   kU64 = 15,
-  kC64 = 16,  // complex64 (two f32)
+  kC64 = 16,   // complex64 (two f32)
   kC128 = 17,  // complex128 (two f64)
 };
 
-size_t DTypeSize(DType t);              // bytes per element; 0 for kUnknown
-bool DTypeIsFloat(DType t);             // float-like: worth byte-grouping
-const char* DTypeName(DType t);         // "F32", "BF16", ... (safetensors spelling)
+size_t DTypeSize(DType t);       // bytes per element; 0 for kUnknown
+bool DTypeIsFloat(DType t);      // float-like: worth byte-grouping
+const char* DTypeName(DType t);  // "F32", "BF16", ... (safetensors spelling)
 std::optional<DType> DTypeFromName(std::string_view safetensors_name);
 // numpy descr ("<f4", "|b1", ...) or nullopt when numpy has no such dtype (bf16, fp8).
 std::optional<std::string> DTypeNumpyDescr(DType t);

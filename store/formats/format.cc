@@ -16,9 +16,8 @@ const char* FormatName(Format f) {
 
 Status MemoryAccess::ReadAt(uint64_t off, size_t n, std::string* out) const {
   if (off > bytes_.size() || n > bytes_.size() - off) {
-    return Status::Corruption("read of " + std::to_string(n) + " bytes at " +
-                              std::to_string(off) + " past end of " +
-                              std::to_string(bytes_.size()) + "-byte file");
+    return Status::Corruption("read of " + std::to_string(n) + " bytes at " + std::to_string(off) +
+                              " past end of " + std::to_string(bytes_.size()) + "-byte file");
   }
   out->assign(bytes_.data() + off, n);
   return Status::OK();

@@ -44,15 +44,15 @@ class MemoryAccess final : public RandomAccess {
 };
 
 struct TensorSpan {
-  std::string name;              // as in the checkpoint (may be hostile: callers sanitise)
+  std::string name;  // as in the checkpoint (may be hostile: callers sanitise)
   DType dtype = DType::kUnknown;
   std::vector<int64_t> shape;
-  uint64_t offset = 0;           // byte offset of the tensor's data in the file
-  uint64_t nbytes = 0;           // length of that data in the file
+  uint64_t offset = 0;  // byte offset of the tensor's data in the file
+  uint64_t nbytes = 0;  // length of that data in the file
   // .pt only: a tensor is a view of a storage record; several views may share one.
   std::vector<int64_t> stride;
-  int64_t storage_offset = 0;    // in elements
-  std::string storage_key;       // record name, e.g. "archive/data/0"
+  int64_t storage_offset = 0;  // in elements
+  std::string storage_key;     // record name, e.g. "archive/data/0"
 };
 
 struct ParsedFile {

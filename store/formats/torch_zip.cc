@@ -174,9 +174,9 @@ struct Heap {
 // They are inert leaves; newer checkpoints keep them in config dicts.
 bool IsTorchDTypeName(std::string_view n) {
   static constexpr std::string_view kNames[] = {
-      "float64", "float32", "float16", "bfloat16", "float8_e4m3fn", "float8_e5m2",
-      "complex32", "complex64", "complex128", "int64", "int32", "int16", "int8",
-      "uint64", "uint32", "uint16", "uint8", "bool"};
+      "float64",   "float32",   "float16",    "bfloat16", "float8_e4m3fn", "float8_e5m2",
+      "complex32", "complex64", "complex128", "int64",    "int32",         "int16",
+      "int8",      "uint64",    "uint32",     "uint16",   "uint8",         "bool"};
   return std::find(std::begin(kNames), std::end(kNames), n) != std::end(kNames);
 }
 
@@ -221,7 +221,8 @@ class Unpickler {
   Result<std::string_view> TakeLine() {
     const size_t end = in_.find('\n', pos_);
     if (end == std::string_view::npos || end - pos_ > kMaxGlobalLine) {
-      return Corrupt("GLOBAL operand at offset " + std::to_string(pos_) + " is unterminated or too long");
+      return Corrupt("GLOBAL operand at offset " + std::to_string(pos_) +
+                     " is unterminated or too long");
     }
     std::string_view s = in_.substr(pos_, end - pos_);
     pos_ = end + 1;
@@ -245,19 +246,22 @@ class Unpickler {
 
   // Stack. Marks are stack heights; pops may not cross the innermost mark.
   Status Push(Value v) {
-    if (stack_.size() >= kMaxStack) return Corrupt("stack exceeds " + std::to_string(kMaxStack) + " values");
+    if (stack_.size() >= kMaxStack)
+      return Corrupt("stack exceeds " + std::to_string(kMaxStack) + " values");
     stack_.push_back(v);
     return Status::OK();
   }
   size_t Floor() const { return marks_.empty() ? 0 : marks_.back(); }
   Result<Value> Pop() {
-    if (stack_.size() <= Floor()) return Corrupt("stack underflow at offset " + std::to_string(pos_));
+    if (stack_.size() <= Floor())
+      return Corrupt("stack underflow at offset " + std::to_string(pos_));
     Value v = stack_.back();
     stack_.pop_back();
     return v;
   }
   Result<Value*> Top() {
-    if (stack_.size() <= Floor()) return Corrupt("stack underflow at offset " + std::to_string(pos_));
+    if (stack_.size() <= Floor())
+      return Corrupt("stack underflow at offset " + std::to_string(pos_));
     return &stack_.back();
   }
   Result<std::vector<Value>> PopMark() {
@@ -285,7 +289,8 @@ class Unpickler {
     return Value{Kind::kDict, static_cast<uint32_t>(heap_.dicts.size() - 1), 0};
   }
   Status AddItems(Value dict, const std::vector<Value>& kv) {
-    if (dict.kind != Kind::kDict) return Corrupt(std::string("SETITEM on a ") + KindName(dict.kind));
+    if (dict.kind != Kind::kDict)
+      return Corrupt(std::string("SETITEM on a ") + KindName(dict.kind));
     if (kv.size() % 2 != 0) return Corrupt("odd number of dict items");
     LFS_RETURN_IF_ERROR(Charge(kv.size() * sizeof(Value)));
     auto& d = heap_.dicts[dict.ref];
@@ -342,7 +347,8 @@ Status Unpickler::Step(uint8_t code) {
     case op::kFrame: {
       // Framing only groups opcodes for buffered reads; it has no meaning here.
       LFS_ASSIGN_OR_RETURN(uint64_t n, TakeLE(8));
-      if (n > in_.size() - pos_) return Corrupt("frame of " + std::to_string(n) + " bytes is truncated");
+      if (n > in_.size() - pos_)
+        return Corrupt("frame of " + std::to_string(n) + " bytes is truncated");
       return Status::OK();
     }
     case op::kStop: {
@@ -377,7 +383,8 @@ Status Unpickler::Step(uint8_t code) {
       if (n > 8) return Push(Value{Kind::kBigInt, 0, 0});
       uint64_t v = 0;
       for (size_t k = n; k-- > 0;) v = (v << 8) | static_cast<unsigned char>(b[k]);
-      if (n > 0 && n < 8 && (static_cast<unsigned char>(b[n - 1]) & 0x80)) v |= ~uint64_t{0} << (8 * n);
+      if (n > 0 && n < 8 && (static_cast<unsigned char>(b[n - 1]) & 0x80))
+        v |= ~uint64_t{0} << (8 * n);
       return Push(Value{Kind::kInt, 0, static_cast<int64_t>(v)});
     }
     case op::kBinFloat: {
@@ -408,14 +415,16 @@ Status Unpickler::Step(uint8_t code) {
     }
     case op::kEmptyList:
     case op::kEmptyTuple: {
-      LFS_ASSIGN_OR_RETURN(Value l, NewSeq(code == op::kEmptyList ? Kind::kList : Kind::kTuple, {}));
+      LFS_ASSIGN_OR_RETURN(Value l,
+                           NewSeq(code == op::kEmptyList ? Kind::kList : Kind::kTuple, {}));
       return Push(l);
     }
     case op::kTuple1:
     case op::kTuple2:
     case op::kTuple3: {
       const size_t n = code - op::kTuple1 + 1;
-      if (stack_.size() < Floor() + n) return Corrupt("stack underflow at offset " + std::to_string(pos_));
+      if (stack_.size() < Floor() + n)
+        return Corrupt("stack underflow at offset " + std::to_string(pos_));
       std::vector<Value> items(stack_.end() - static_cast<ptrdiff_t>(n), stack_.end());
       stack_.resize(stack_.size() - n);
       LFS_ASSIGN_OR_RETURN(Value t, NewSeq(Kind::kTuple, std::move(items)));
@@ -424,7 +433,8 @@ Status Unpickler::Step(uint8_t code) {
     case op::kTuple:
     case op::kList: {
       LFS_ASSIGN_OR_RETURN(std::vector<Value> items, PopMark());
-      LFS_ASSIGN_OR_RETURN(Value t, NewSeq(code == op::kTuple ? Kind::kTuple : Kind::kList, std::move(items)));
+      LFS_ASSIGN_OR_RETURN(
+          Value t, NewSeq(code == op::kTuple ? Kind::kTuple : Kind::kList, std::move(items)));
       return Push(t);
     }
     case op::kDict: {
@@ -478,7 +488,8 @@ Status Unpickler::Step(uint8_t code) {
     case op::kBinGet:
     case op::kLongBinGet: {
       LFS_ASSIGN_OR_RETURN(uint64_t idx, TakeLE(code == op::kBinGet ? 1 : 4));
-      if (idx >= memo_.size()) return Corrupt("memo entry " + std::to_string(idx) + " is not defined");
+      if (idx >= memo_.size())
+        return Corrupt("memo entry " + std::to_string(idx) + " is not defined");
       return Push(memo_[idx]);
     }
 
@@ -492,7 +503,8 @@ Status Unpickler::Step(uint8_t code) {
     case op::kStackGlobal: {
       LFS_ASSIGN_OR_RETURN(Value name, Pop());
       LFS_ASSIGN_OR_RETURN(Value module, Pop());
-      if (name.kind != Kind::kStr || module.kind != Kind::kStr) return Corrupt("STACK_GLOBAL needs two strings");
+      if (name.kind != Kind::kStr || module.kind != Kind::kStr)
+        return Corrupt("STACK_GLOBAL needs two strings");
       LFS_ASSIGN_OR_RETURN(Value g, Resolve(heap_.strs[module.ref], heap_.strs[name.ref]));
       return Push(g);
     }
@@ -510,7 +522,8 @@ Status Unpickler::Step(uint8_t code) {
       // this way; attributes are not items, so the state is dropped.
       LFS_RETURN_IF_ERROR(Pop().status());
       LFS_ASSIGN_OR_RETURN(Value * inst, Top());
-      if (inst->kind != Kind::kDict) return Refuse(std::string("BUILD of a ") + KindName(inst->kind));
+      if (inst->kind != Kind::kDict)
+        return Refuse(std::string("BUILD of a ") + KindName(inst->kind));
       return Status::OK();
     }
     case op::kBinPersId: {
@@ -528,7 +541,9 @@ Status Unpickler::Step(uint8_t code) {
 
 Result<Value> Unpickler::Resolve(std::string_view module, std::string_view name) {
   const auto func = [](Func f) { return Value{Kind::kFunc, static_cast<uint32_t>(f), 0}; };
-  const auto storage = [](DType t) { return Value{Kind::kStorageType, 0, static_cast<int64_t>(t)}; };
+  const auto storage = [](DType t) {
+    return Value{Kind::kStorageType, 0, static_cast<int64_t>(t)};
+  };
   if (module == "collections" && name == "OrderedDict") return func(Func::kOrderedDict);
   if (module == "torch._utils") {
     if (name == "_rebuild_tensor_v2") return func(Func::kRebuildTensorV2);
@@ -548,16 +563,18 @@ Result<Value> Unpickler::Resolve(std::string_view module, std::string_view name)
 }
 
 Result<std::vector<int64_t>> Unpickler::IntTuple(Value v, const char* what) {
-  if (v.kind != Kind::kTuple) return Corrupt(std::string(what) + " is a " + KindName(v.kind) + ", not a tuple");
+  if (v.kind != Kind::kTuple)
+    return Corrupt(std::string(what) + " is a " + KindName(v.kind) + ", not a tuple");
   const std::vector<Value>& items = heap_.seqs[v.ref];
   if (items.size() > lim_.max_dims) {
-    return Corrupt(std::string(what) + " has " + std::to_string(items.size()) + " dims, more than " +
-                   std::to_string(lim_.max_dims));
+    return Corrupt(std::string(what) + " has " + std::to_string(items.size()) +
+                   " dims, more than " + std::to_string(lim_.max_dims));
   }
   std::vector<int64_t> out;
   out.reserve(items.size());
   for (const Value& x : items) {
-    if (x.kind != Kind::kInt || x.i < 0) return Corrupt(std::string(what) + " holds a non-integer or negative value");
+    if (x.kind != Kind::kInt || x.i < 0)
+      return Corrupt(std::string(what) + " holds a non-integer or negative value");
     out.push_back(x.i);
   }
   return out;
@@ -567,7 +584,8 @@ Result<Value> Unpickler::Call(Value fn, Value args) {
   if (fn.kind != Kind::kFunc) return Refuse(std::string("call of a ") + KindName(fn.kind));
   if (args.kind != Kind::kTuple) return Corrupt("call arguments are not a tuple");
   const std::vector<Value>& a = heap_.seqs[args.ref];
-  const auto expect_tensor = [&](size_t min_args, size_t max_args, const char* fname) -> Result<Value> {
+  const auto expect_tensor = [&](size_t min_args, size_t max_args,
+                                 const char* fname) -> Result<Value> {
     if (a.size() < min_args || a.size() > max_args || a[0].kind != Kind::kTensor) {
       return Corrupt(std::string(fname) + " called with bad arguments");
     }
@@ -577,14 +595,11 @@ Result<Value> Unpickler::Call(Value fn, Value args) {
     case Func::kOrderedDict:
       if (!a.empty()) return Refuse("OrderedDict called with arguments");
       return NewDict();
-    case Func::kRebuildTensorV2:
-      return RebuildTensor(a);
-    case Func::kRebuildParameter:
-      return expect_tensor(3, 3, "_rebuild_parameter");
+    case Func::kRebuildTensorV2: return RebuildTensor(a);
+    case Func::kRebuildParameter: return expect_tensor(3, 3, "_rebuild_parameter");
     case Func::kRebuildParameterWithState:
       return expect_tensor(4, 4, "_rebuild_parameter_with_state");
-    case Func::kParameter:
-      return expect_tensor(1, 2, "Parameter");
+    case Func::kParameter: return expect_tensor(1, 2, "Parameter");
   }
   return Corrupt("unknown function");
 }
@@ -593,7 +608,8 @@ Result<Value> Unpickler::Call(Value fn, Value args) {
 //                    backward_hooks[, metadata])
 Result<Value> Unpickler::RebuildTensor(const std::vector<Value>& a) {
   if (a.size() != 6 && a.size() != 7) return Corrupt("_rebuild_tensor_v2 takes 6 or 7 arguments");
-  if (a[0].kind != Kind::kStorage) return Corrupt("_rebuild_tensor_v2 of a " + std::string(KindName(a[0].kind)));
+  if (a[0].kind != Kind::kStorage)
+    return Corrupt("_rebuild_tensor_v2 of a " + std::string(KindName(a[0].kind)));
   if (a[1].kind != Kind::kInt || a[1].i < 0) return Corrupt("bad storage offset");
   Tensor t;
   t.storage = a[0].ref;
@@ -609,20 +625,23 @@ Result<Value> Unpickler::RebuildTensor(const std::vector<Value>& a) {
 // torch.save's persistent id: ('storage', storage_class, key, location, numel).
 // One storage per key, as torch.load caches them: views share it.
 Result<Value> Unpickler::PersistentLoad(Value pid) {
-  if (pid.kind != Kind::kTuple) return Refuse(std::string("persistent id is a ") + KindName(pid.kind));
+  if (pid.kind != Kind::kTuple)
+    return Refuse(std::string("persistent id is a ") + KindName(pid.kind));
   const std::vector<Value>& p = heap_.seqs[pid.ref];
   if (p.empty() || p[0].kind != Kind::kStr || heap_.strs[p[0].ref] != "storage") {
     return Refuse("persistent id is not a storage");
   }
-  if (p.size() != 5 || p[1].kind != Kind::kStorageType || p[2].kind != Kind::kStr || p[3].kind != Kind::kStr ||
-      p[4].kind != Kind::kInt || p[4].i < 0) {
+  if (p.size() != 5 || p[1].kind != Kind::kStorageType || p[2].kind != Kind::kStr ||
+      p[3].kind != Kind::kStr || p[4].kind != Kind::kInt || p[4].i < 0) {
     return Corrupt("malformed storage persistent id");
   }
   const auto dtype = static_cast<DType>(p[1].i);
   const std::string& key = heap_.strs[p[2].ref];
-  auto [it, inserted] = heap_.storage_by_key.try_emplace(key, static_cast<uint32_t>(heap_.storages.size()));
+  auto [it, inserted] =
+      heap_.storage_by_key.try_emplace(key, static_cast<uint32_t>(heap_.storages.size()));
   if (inserted) {
-    LFS_RETURN_IF_ERROR(Charge(Slot<Storage>() + key.size() + Slot<std::pair<std::string, uint32_t>>() + key.size()));
+    LFS_RETURN_IF_ERROR(Charge(Slot<Storage>() + key.size() +
+                               Slot<std::pair<std::string, uint32_t>>() + key.size()));
     heap_.storages.push_back(Storage{dtype, key, p[4].i});
   } else {
     const Storage& s = heap_.storages[it->second];
@@ -729,8 +748,7 @@ class Namer {
         }
         return Status::OK();
       }
-      default:
-        return Status::OK();
+      default: return Status::OK();
     }
   }
 
@@ -750,7 +768,8 @@ std::optional<uint64_t> ViewEnd(const Tensor& t) {
   uint64_t last = static_cast<uint64_t>(t.storage_offset);
   for (size_t k = 0; k < t.shape.size(); ++k) {
     uint64_t span = 0;
-    if (__builtin_mul_overflow(static_cast<uint64_t>(t.shape[k] - 1), static_cast<uint64_t>(t.stride[k]), &span) ||
+    if (__builtin_mul_overflow(static_cast<uint64_t>(t.shape[k] - 1),
+                               static_cast<uint64_t>(t.stride[k]), &span) ||
         __builtin_add_overflow(last, span, &last)) {
       return std::nullopt;
     }
@@ -782,12 +801,14 @@ std::optional<uint64_t> Numel(const std::vector<int64_t>& shape) {
 // A window [base, base + size) of another RandomAccess: an .npz member.
 class OffsetAccess final : public RandomAccess {
  public:
-  OffsetAccess(const RandomAccess& f, uint64_t base, uint64_t size) : f_(f), base_(base), size_(size) {}
+  OffsetAccess(const RandomAccess& f, uint64_t base, uint64_t size)
+      : f_(f), base_(base), size_(size) {}
   uint64_t Size() const override { return size_; }
   Status ReadAt(uint64_t off, size_t n, std::string* out) const override {
     if (off > size_ || n > size_ - off) {
-      return Status::Corruption("read of " + std::to_string(n) + " bytes at " + std::to_string(off) +
-                                " past end of " + std::to_string(size_) + "-byte member");
+      return Status::Corruption("read of " + std::to_string(n) + " bytes at " +
+                                std::to_string(off) + " past end of " + std::to_string(size_) +
+                                "-byte member");
     }
     return f_.ReadAt(base_ + off, n, out);
   }
@@ -809,7 +830,8 @@ Result<ParsedFile> ParseTorchZip(const RandomAccess& f, const ParseLimits& lim) 
   const std::string prefix = entries[0].name.substr(0, slash + 1);
   std::unordered_map<std::string_view, const ZipEntry*> records;
   for (const ZipEntry& z : entries) {
-    if (z.name.starts_with(prefix)) records.emplace(std::string_view(z.name).substr(prefix.size()), &z);
+    if (z.name.starts_with(prefix))
+      records.emplace(std::string_view(z.name).substr(prefix.size()), &z);
   }
   const auto record = [&](std::string_view name) -> const ZipEntry* {
     auto it = records.find(name);
@@ -834,7 +856,8 @@ Result<ParsedFile> ParseTorchZip(const RandomAccess& f, const ParseLimits& lim) 
   }
 
   // Past 4 GiB the unpickler's 32-bit object indices could overflow.
-  const uint64_t max_pickle = std::min<uint64_t>(lim.max_header_bytes, std::numeric_limits<uint32_t>::max());
+  const uint64_t max_pickle =
+      std::min<uint64_t>(lim.max_header_bytes, std::numeric_limits<uint32_t>::max());
   if (pkl->size > max_pickle) {
     return Status::Corruption("torch zip: data.pkl of " + std::to_string(pkl->size) +
                               " bytes exceeds the limit of " + std::to_string(max_pickle));
@@ -858,16 +881,19 @@ Result<ParsedFile> ParseTorchZip(const RandomAccess& f, const ParseLimits& lim) 
     const ZipEntry* z = record(name);
     if (!z) return Status::Corruption("torch zip: storage " + Quote(st.key) + " has no record");
     uint64_t need = 0;
-    if (__builtin_mul_overflow(static_cast<uint64_t>(st.numel), DTypeSize(st.dtype), &need) || need > z->size) {
-      return Status::Corruption("torch zip: record " + Quote(z->name) + " holds " + std::to_string(z->size) +
-                                " bytes, less than its storage of " + std::to_string(st.numel) + " " +
-                                DTypeName(st.dtype) + " elements");
+    if (__builtin_mul_overflow(static_cast<uint64_t>(st.numel), DTypeSize(st.dtype), &need) ||
+        need > z->size) {
+      return Status::Corruption("torch zip: record " + Quote(z->name) + " holds " +
+                                std::to_string(z->size) + " bytes, less than its storage of " +
+                                std::to_string(st.numel) + " " + DTypeName(st.dtype) + " elements");
     }
     storage_record[s] = z;
     out.ranges.push_back(ParsedFile::DataRange{z->data_offset, z->size, st.dtype, z->name});
   }
   std::sort(out.ranges.begin(), out.ranges.end(),
-            [](const ParsedFile::DataRange& a, const ParsedFile::DataRange& b) { return a.offset < b.offset; });
+            [](const ParsedFile::DataRange& a, const ParsedFile::DataRange& b) {
+              return a.offset < b.offset;
+            });
 
   for (auto& [name, idx] : namer.found()) {
     const Tensor& t = heap.tensors[idx];
@@ -877,8 +903,9 @@ Result<ParsedFile> ParseTorchZip(const RandomAccess& f, const ParseLimits& lim) 
     const std::optional<uint64_t> end = ViewEnd(t);
     const std::optional<uint64_t> numel = Numel(t.shape);
     if (!end || !numel || *end > static_cast<uint64_t>(st.numel)) {
-      return Status::Corruption("torch zip: tensor " + Quote(name) + " views elements beyond its storage " +
-                                Quote(st.key) + " of " + std::to_string(st.numel));
+      return Status::Corruption("torch zip: tensor " + Quote(name) +
+                                " views elements beyond its storage " + Quote(st.key) + " of " +
+                                std::to_string(st.numel));
     }
     TensorSpan span;
     span.name = std::move(name);
@@ -905,14 +932,16 @@ Result<ParsedFile> ParseTorchZip(const RandomAccess& f, const ParseLimits& lim) 
 Result<ParsedFile> ParseNpz(const RandomAccess& f, const ParseLimits& lim) {
   LFS_ASSIGN_OR_RETURN(std::vector<ZipEntry> entries, ReadZipDirectory(f, lim));
   if (entries.size() > lim.max_tensors) {
-    return Status::Corruption("npz: " + std::to_string(entries.size()) + " members exceed the limit of " +
-                              std::to_string(lim.max_tensors));
+    return Status::Corruption("npz: " + std::to_string(entries.size()) +
+                              " members exceed the limit of " + std::to_string(lim.max_tensors));
   }
   ParsedFile out;
   out.format = Format::kNpz;
   for (const ZipEntry& z : entries) {
-    if (z.method != 0) return Status::Unsupported("npz: member " + Quote(z.name) + " is compressed");
-    if (!z.name.ends_with(".npy")) return Status::Unsupported("npz: member " + Quote(z.name) + " is not a .npy");
+    if (z.method != 0)
+      return Status::Unsupported("npz: member " + Quote(z.name) + " is compressed");
+    if (!z.name.ends_with(".npy"))
+      return Status::Unsupported("npz: member " + Quote(z.name) + " is not a .npy");
     OffsetAccess member(f, z.data_offset, z.size);
     Result<ParsedFile> npy = ParseNpy(member, lim);
     if (!npy.ok()) return npy.status().Annotate("npz member " + Quote(z.name));
@@ -929,7 +958,9 @@ Result<ParsedFile> ParseNpz(const RandomAccess& f, const ParseLimits& lim) {
     }
   }
   std::sort(out.ranges.begin(), out.ranges.end(),
-            [](const ParsedFile::DataRange& a, const ParsedFile::DataRange& b) { return a.offset < b.offset; });
+            [](const ParsedFile::DataRange& a, const ParsedFile::DataRange& b) {
+              return a.offset < b.offset;
+            });
   return out;
 }
 
@@ -981,7 +1012,8 @@ class PickleWriter {
   // state dict uses at most 2 + one per storage class, so one-byte memo
   // indices suffice.
   void Global(const std::string& module, const std::string& name) {
-    auto [it, inserted] = memo_.try_emplace(module + "\n" + name, static_cast<uint8_t>(memo_.size()));
+    auto [it, inserted] =
+        memo_.try_emplace(module + "\n" + name, static_cast<uint8_t>(memo_.size()));
     if (!inserted) {
       Op(op::kBinGet);
       PutLE(it->second, 1);
@@ -1008,7 +1040,8 @@ void PutLE(std::string* s, uint64_t v, size_t n) {
 constexpr uint64_t kZip32Max = 0xFFFFFFFF;
 constexpr uint64_t kAlignment = 64;  // torch's kFieldAlignment: records can be mmapped
 constexpr uint16_t kFlagUtf8 = 0x0800;
-constexpr uint16_t kDosDate = (0 << 9) | (1 << 5) | 1;  // 1980-01-01: fixed, so layouts are reproducible
+constexpr uint16_t kDosDate =
+    (0 << 9) | (1 << 5) | 1;  // 1980-01-01: fixed, so layouts are reproducible
 
 struct Record {
   std::string name;
@@ -1160,8 +1193,10 @@ std::vector<int64_t> ContiguousStrides(const std::vector<int64_t>& shape) {
 
 }  // namespace
 
-Result<ViewLayout> LayoutTorchZip(const std::vector<TorchZipTensor>& tensors, const std::string& archive_name) {
-  if (archive_name.empty() || archive_name.find('/') != std::string::npos || archive_name.size() > 1024) {
+Result<ViewLayout> LayoutTorchZip(const std::vector<TorchZipTensor>& tensors,
+                                  const std::string& archive_name) {
+  if (archive_name.empty() || archive_name.find('/') != std::string::npos ||
+      archive_name.size() > 1024) {
     return Status::InvalidArgument("torch zip: bad archive name " + Quote(archive_name));
   }
   if (tensors.size() > static_cast<size_t>(std::numeric_limits<int32_t>::max())) {
@@ -1178,12 +1213,15 @@ Result<ViewLayout> LayoutTorchZip(const std::vector<TorchZipTensor>& tensors, co
   for (size_t i = 0; i < tensors.size(); ++i) {
     const TorchZipTensor& t = tensors[i];
     const std::optional<std::string> storage = DTypeTorchStorage(t.dtype);
-    if (!storage) return Status::Unsupported("torch zip: no torch storage for dtype " + std::string(DTypeName(t.dtype)));
+    if (!storage)
+      return Status::Unsupported("torch zip: no torch storage for dtype " +
+                                 std::string(DTypeName(t.dtype)));
     const std::optional<uint64_t> numel = Numel(t.shape);
     uint64_t nbytes = 0;
     if (!numel || *numel > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) ||
         __builtin_mul_overflow(*numel, DTypeSize(t.dtype), &nbytes) || nbytes != t.nbytes) {
-      return Status::InvalidArgument("torch zip: tensor " + Quote(t.name) + " has " + std::to_string(t.nbytes) +
+      return Status::InvalidArgument("torch zip: tensor " + Quote(t.name) + " has " +
+                                     std::to_string(t.nbytes) +
                                      " bytes, which does not match its dtype and shape");
     }
     p.Str(t.name);
@@ -1200,7 +1238,7 @@ Result<ViewLayout> LayoutTorchZip(const std::vector<TorchZipTensor>& tensors, co
     p.Int(0);  // storage offset
     p.IntTuple(t.shape);
     p.IntTuple(ContiguousStrides(t.shape));
-    p.Op(op::kNewFalse);  // requires_grad
+    p.Op(op::kNewFalse);                     // requires_grad
     p.Global("collections", "OrderedDict");  // backward hooks: OrderedDict()
     p.Op(op::kEmptyTuple);
     p.Op(op::kReduce);
@@ -1217,7 +1255,8 @@ Result<ViewLayout> LayoutTorchZip(const std::vector<TorchZipTensor>& tensors, co
     Record r;
     r.name = prefix + name;
     r.size = data.size();
-    r.crc = static_cast<uint32_t>(crc32_z(0, reinterpret_cast<const Bytef*>(data.data()), data.size()));
+    r.crc =
+        static_cast<uint32_t>(crc32_z(0, reinterpret_cast<const Bytef*>(data.data()), data.size()));
     r.literal = std::move(data);
     records.push_back(std::move(r));
   };

@@ -70,7 +70,8 @@ struct Directory {
 // comment is never mistaken for the record.
 Result<Directory> FindDirectory(const RandomAccess& f, const ParseLimits& lim) {
   const uint64_t file_size = f.Size();
-  if (file_size < kEocdSize) return Corrupt("file too small for an end of central directory record");
+  if (file_size < kEocdSize)
+    return Corrupt("file too small for an end of central directory record");
   const uint64_t tail_len = std::min<uint64_t>(file_size, kEocdSize + kMaxComment);
   const uint64_t tail_start = file_size - tail_len;
   std::string tail;
@@ -113,7 +114,8 @@ Result<Directory> FindDirectory(const RandomAccess& f, const ParseLimits& lim) {
       }
       std::string rec;
       LFS_RETURN_IF_ERROR(f.ReadAt(rec_offset, kZip64EocdSize, &rec));
-      if (LE32(rec, 0) != kZip64EocdSig) return Corrupt("bad zip64 end of central directory signature");
+      if (LE32(rec, 0) != kZip64EocdSig)
+        return Corrupt("bad zip64 end of central directory signature");
       if (LE32(rec, 16) != 0 || LE32(rec, 20) != 0 || LE64(rec, 24) != LE64(rec, 32)) {
         return Status::Unsupported("zip: multi-disk zip64 archives are not supported");
       }
@@ -130,8 +132,8 @@ Result<Directory> FindDirectory(const RandomAccess& f, const ParseLimits& lim) {
                    std::to_string(d.end));
   }
   if (d.size > lim.max_header_bytes) {
-    return Corrupt("central directory of " + std::to_string(d.size) + " bytes exceeds the limit of " +
-                   std::to_string(lim.max_header_bytes));
+    return Corrupt("central directory of " + std::to_string(d.size) +
+                   " bytes exceeds the limit of " + std::to_string(lim.max_header_bytes));
   }
   if (d.entries > MaxEntries(lim)) {
     return Corrupt(std::to_string(d.entries) + " entries exceed the limit of " +
@@ -212,9 +214,9 @@ Result<std::vector<ZipEntry>> ReadZipDirectory(const RandomAccess& f, const Pars
     z.compressed_size = LE32(h, 20);
     z.size = LE32(h, 24);
     z.local_header_offset = LE32(h, 42);
-    LFS_RETURN_IF_ERROR(ApplyZip64Extra(
-        std::string_view(cd).substr(pos + kCentralHeaderSize + name_len, extra_len), &z,
-        LE32(h, 24), LE32(h, 20), LE32(h, 42)));
+    LFS_RETURN_IF_ERROR(
+        ApplyZip64Extra(std::string_view(cd).substr(pos + kCentralHeaderSize + name_len, extra_len),
+                        &z, LE32(h, 24), LE32(h, 20), LE32(h, 42)));
     if (z.method == 0 && z.compressed_size != z.size) {
       return Corrupt("stored entry " + Quote(z.name) + " has compressed size " +
                      std::to_string(z.compressed_size) + " != size " + std::to_string(z.size));
@@ -234,11 +236,13 @@ Result<std::vector<ZipEntry>> ReadZipDirectory(const RandomAccess& f, const Pars
     const size_t head = kLocalHeaderSize + z.name.size();
     if (lho > d.offset || d.offset - lho < head) {
       return Corrupt("local header of " + Quote(z.name) + " at " + std::to_string(lho) +
-                     " is not inside the data area (which ends at " + std::to_string(d.offset) + ")");
+                     " is not inside the data area (which ends at " + std::to_string(d.offset) +
+                     ")");
     }
     std::string lh;
     LFS_RETURN_IF_ERROR(f.ReadAt(lho, head, &lh));
-    if (LE32(lh, 0) != kLocalHeaderSig) return Corrupt("bad local header signature for " + Quote(z.name));
+    if (LE32(lh, 0) != kLocalHeaderSig)
+      return Corrupt("bad local header signature for " + Quote(z.name));
     // The central and local names must agree, or two readers could disagree
     // about which bytes a name refers to.
     if (LE16(lh, 26) != z.name.size() || std::string_view(lh).substr(kLocalHeaderSize) != z.name) {

@@ -1,5 +1,3 @@
-#include "store/store.h"
-
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -8,6 +6,7 @@
 
 #include "store/fsck.h"
 #include "store/objects.h"
+#include "store/store.h"
 #include "tests/testing/temp_dir.h"
 
 namespace lfs {
@@ -36,7 +35,10 @@ const FsckOptions kChunkLevel{.verify_refcounts = false};
 
 class ChunkStoreTest : public ::testing::Test {
  protected:
-  void SetUp() override { ASSERT_TRUE(Store::Create(dir_.path(), opts_).ok()); Reopen(); }
+  void SetUp() override {
+    ASSERT_TRUE(Store::Create(dir_.path(), opts_).ok());
+    Reopen();
+  }
   void Reopen() {
     store_.reset();
     auto s = Store::Open(dir_.path(), opts_);

@@ -5,8 +5,8 @@
 #include <cstring>
 #include <random>
 
-#include "store/fsck.h"
 #include "store/formats/safetensors.h"
+#include "store/fsck.h"
 #include "tests/testing/temp_dir.h"
 
 namespace lfs {
@@ -25,7 +25,8 @@ std::string Safetensors(const std::vector<Tensor>& ts) {
   auto lay = formats::LayoutSafetensors(entries);
   EXPECT_TRUE(lay.ok());
   std::string out;
-  for (const auto& s : lay->segments) out += s.tensor < 0 ? s.literal : ts[static_cast<size_t>(s.tensor)].bytes;
+  for (const auto& s : lay->segments)
+    out += s.tensor < 0 ? s.literal : ts[static_cast<size_t>(s.tensor)].bytes;
   return out;
 }
 
@@ -65,9 +66,10 @@ class IngestTest : public ::testing::Test {
     auto f = ing.AddFile(name, acc);
     EXPECT_TRUE(f.ok()) << f.status().ToString();
     EXPECT_TRUE((*b)->Commit([&](WriteTxn& txn) {
-                  LFS_RETURN_IF_ERROR(ing.Apply(txn));
-                  return AdjustFileRefs(txn, f->digest, +1);
-                }).ok());
+                      LFS_RETURN_IF_ERROR(ing.Apply(txn));
+                      return AdjustFileRefs(txn, f->digest, +1);
+                    })
+                    .ok());
     return *f;
   }
   std::string ReadAll(const Digest& file) {
@@ -143,7 +145,8 @@ TEST_F(IngestTest, Bf16CastOfParentCostsAlmostNothingAndReadsExactly) {
   {
     auto b = store_->BeginWrite();
     ASSERT_TRUE(b.ok());
-    ASSERT_TRUE((*b)->Commit([&](WriteTxn& txn) { return AdjustFileRefs(txn, parent.digest, -1); }).ok());
+    ASSERT_TRUE(
+        (*b)->Commit([&](WriteTxn& txn) { return AdjustFileRefs(txn, parent.digest, -1); }).ok());
   }
   store_->DropCache();
   EXPECT_EQ(ReadAll(f.digest), child);

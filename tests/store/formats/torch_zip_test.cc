@@ -217,14 +217,16 @@ class TorchZipTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     const std::string key = std::to_string(std::hash<std::string>{}(kGenerator));
-    dir_ = new fs::path(fs::temp_directory_path() / ("lfs_torch_zip_fixtures." + std::to_string(getuid()) + "." + key));
+    dir_ = new fs::path(fs::temp_directory_path() /
+                        ("lfs_torch_zip_fixtures." + std::to_string(getuid()) + "." + key));
     if (fs::exists(*dir_ / "expected.json")) return;
     // Build in a private directory and rename it into place, so concurrent
     // test processes never see half a fixture set.
     std::string tmpl = (fs::temp_directory_path() / "lfs_torch_zip_gen.XXXXXX").string();
     ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
     WriteFile(fs::path(tmpl) / "gen.py", kGenerator);
-    ASSERT_EQ(Shell(std::string(kPython) + " " + tmpl + "/gen.py " + tmpl + " " + dir_->string()), 0);
+    ASSERT_EQ(Shell(std::string(kPython) + " " + tmpl + "/gen.py " + tmpl + " " + dir_->string()),
+              0);
     std::error_code ec;
     fs::rename(tmpl, *dir_, ec);
     if (ec) fs::remove_all(tmpl);  // another process won the race
@@ -300,7 +302,8 @@ class TorchZipTest : public ::testing::Test {
       } else {
         // Not one byte range: the span is the whole storage record.
         bool whole = false;
-        for (const auto& r : pf->ranges) whole |= r.key == t.storage_key && r.offset == t.offset && r.nbytes == t.nbytes;
+        for (const auto& r : pf->ranges)
+          whole |= r.key == t.storage_key && r.offset == t.offset && r.nbytes == t.nbytes;
         EXPECT_TRUE(whole);
       }
       const int group = w["group"].get<int>();
@@ -350,7 +353,8 @@ TEST_F(TorchZipTest, NestedCheckpoint) {
   ExpectMatchesTorch("nested.pt");
   Result<ParsedFile> pf = Parse("nested.pt");
   ASSERT_TRUE(pf.ok());
-  EXPECT_EQ(Names(*pf), (std::vector<std::string>{"model.0.weight", "model.0.bias", "model.2.weight", "model.2.bias"}));
+  EXPECT_EQ(Names(*pf), (std::vector<std::string>{"model.0.weight", "model.0.bias",
+                                                  "model.2.weight", "model.2.bias"}));
 }
 
 TEST_F(TorchZipTest, SharedStorageAndViews) {
@@ -426,7 +430,8 @@ TEST_F(TorchZipTest, RejectsWhatIsNotAStateDict) {
     Result<ParsedFile> pf = Parse(c.file);
     ASSERT_FALSE(pf.ok()) << c.file;
     EXPECT_EQ(pf.status().code(), c.code) << c.file << ": " << pf.status().ToString();
-    EXPECT_NE(pf.status().message().find(c.says), std::string::npos) << c.file << ": " << pf.status().ToString();
+    EXPECT_NE(pf.status().message().find(c.says), std::string::npos)
+        << c.file << ": " << pf.status().ToString();
   }
   EXPECT_FALSE(fs::exists(*dir_ / "pwned"));  // nothing was executed
 }
@@ -485,7 +490,8 @@ TEST_F(TorchZipTest, RandomPickleEditsNeverCrash) {
   for (int i = 0; i < 3000; ++i) {
     std::string b = base;
     const int edits = 1 + static_cast<int>(rng() % 3);
-    for (int e = 0; e < edits; ++e) b[pkl.data_offset + rng() % pkl.size] = static_cast<char>(rng());
+    for (int e = 0; e < edits; ++e)
+      b[pkl.data_offset + rng() % pkl.size] = static_cast<char>(rng());
     MemoryAccess f(b);
     parsed += ParseTorchZip(f).ok();
   }
@@ -610,13 +616,16 @@ TEST_F(TorchZipTest, WriterLoadsInTorchAndParsesBack) {
   for (size_t i = 0; i < specs.size(); ++i) {
     const fs::path data = dir / (std::to_string(i) + ".bin");
     WriteFile(data, specs[i].data);
-    spec.push_back({{"name", specs[i].t.name}, {"dtype", DTypeName(specs[i].t.dtype)},
-                    {"shape", specs[i].t.shape}, {"data", data.string()}});
+    spec.push_back({{"name", specs[i].t.name},
+                    {"dtype", DTypeName(specs[i].t.dtype)},
+                    {"shape", specs[i].t.shape},
+                    {"data", data.string()}});
   }
   WriteFile(dir / "spec.json", spec.dump());
   WriteFile(dir / "check.py", kChecker);
-  const std::string cmd = std::string(kPython) + " " + (dir / "check.py").string() + " " + (dir / "model.pt").string() +
-                          " " + (dir / "spec.json").string() + " > " + (dir / "out.txt").string();
+  const std::string cmd = std::string(kPython) + " " + (dir / "check.py").string() + " " +
+                          (dir / "model.pt").string() + " " + (dir / "spec.json").string() + " > " +
+                          (dir / "out.txt").string();
   EXPECT_EQ(Shell(cmd), 0) << cmd;
   EXPECT_EQ(ReadFile(dir / "out.txt"), "ok weights_only=False\nok weights_only=True\n");
   fs::remove_all(dir);
@@ -692,7 +701,8 @@ class FileAccess final : public RandomAccess {
 // and read the records after the big one.
 TEST_F(TorchZipTest, WriterZip64) {
   const uint64_t big = (uint64_t{1} << 32) + 100;
-  std::vector<Spec> specs = {MakeTensor("before", DType::kF32, {4}, 1), Spec{}, MakeTensor("after", DType::kI32, {3}, 2)};
+  std::vector<Spec> specs = {MakeTensor("before", DType::kF32, {4}, 1), Spec{},
+                             MakeTensor("after", DType::kI32, {3}, 2)};
   specs[1].t.name = "big";
   specs[1].t.dtype = DType::kU8;
   specs[1].t.shape = {static_cast<int64_t>(big)};
@@ -702,8 +712,10 @@ TEST_F(TorchZipTest, WriterZip64) {
     const uLong chunk = crc32_z(0, reinterpret_cast<const Bytef*>(zeros.data()), zeros.size());
     uLong crc = 0;
     uint64_t left = big;
-    for (; left >= zeros.size(); left -= zeros.size()) crc = crc32_combine64(crc, chunk, zeros.size());
-    crc = crc32_combine64(crc, crc32_z(0, reinterpret_cast<const Bytef*>(zeros.data()), left), left);
+    for (; left >= zeros.size(); left -= zeros.size())
+      crc = crc32_combine64(crc, chunk, zeros.size());
+    crc =
+        crc32_combine64(crc, crc32_z(0, reinterpret_cast<const Bytef*>(zeros.data()), left), left);
     specs[1].t.crc32 = static_cast<uint32_t>(crc);
   }
   std::vector<TorchZipTensor> tensors;
@@ -720,9 +732,12 @@ TEST_F(TorchZipTest, WriterZip64) {
     ASSERT_GE(fd, 0);
     uint64_t at = 0;
     for (const ViewSegment& seg : layout->segments) {
-      const std::string* bytes = seg.tensor < 0 ? &seg.literal : seg.tensor == 1 ? nullptr : &specs[seg.tensor].data;
+      const std::string* bytes = seg.tensor < 0    ? &seg.literal
+                                 : seg.tensor == 1 ? nullptr
+                                                   : &specs[seg.tensor].data;
       if (bytes) {
-        ASSERT_EQ(pwrite(fd, bytes->data(), seg.length, static_cast<off_t>(at)), static_cast<ssize_t>(seg.length));
+        ASSERT_EQ(pwrite(fd, bytes->data(), seg.length, static_cast<off_t>(at)),
+                  static_cast<ssize_t>(seg.length));
       }
       at += seg.length;
     }
@@ -758,8 +773,8 @@ print("ok")
     hex += kHex[c >> 4];
     hex += kHex[c & 15];
   }
-  const std::string cmd = std::string(kPython) + " " + (dir / "check.py").string() + " " + path + " " + hex + " > " +
-                          (dir / "out.txt").string();
+  const std::string cmd = std::string(kPython) + " " + (dir / "check.py").string() + " " + path +
+                          " " + hex + " > " + (dir / "out.txt").string();
   EXPECT_EQ(Shell(cmd), 0) << cmd;
   EXPECT_EQ(ReadFile(dir / "out.txt"), "ok\n");
   fs::remove_all(dir);

@@ -120,7 +120,8 @@ class ZipTest : public ::testing::Test {
   // Generated on first use: ctest runs every test in its own process.
   static std::string Fixture(const std::string& name) {
     if (!fs::exists(*dir_ / name)) {
-      const std::string cmd = "/usr/bin/python3 " + (*dir_ / "gen.py").string() + " " + dir_->string() + " " + name;
+      const std::string cmd =
+          "/usr/bin/python3 " + (*dir_ / "gen.py").string() + " " + dir_->string() + " " + name;
       EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
     }
     return ReadFile(*dir_ / name);
@@ -249,7 +250,8 @@ TEST_F(ZipTest, DataPastDirectory) {
   const size_t cd = CentralDir(b);
   size_t pos = cd;
   for (int i = 0; i < 2; ++i) {
-    pos += 46 + (static_cast<unsigned char>(b[pos + 28]) | static_cast<unsigned char>(b[pos + 29]) << 8);
+    pos += 46 +
+           (static_cast<unsigned char>(b[pos + 28]) | static_cast<unsigned char>(b[pos + 29]) << 8);
   }
   Put32(&b, pos + 20, 100000);
   Put32(&b, pos + 24, 100000);
