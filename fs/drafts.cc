@@ -112,12 +112,6 @@ Result<Drafts::Handle*> Drafts::Open(const VersionKey& key, const std::string& n
   s->meta_path = s->path.substr(0, s->path.size() - 6) + ".meta";
   s->fd = ::open(s->path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (s->fd < 0) return Status::FromErrno(errno, "create spool " + s->path);
-  Status ms = WriteMeta(s->meta_path, key, name);
-  if (!ms.ok()) {
-    ::unlink(s->path.c_str());
-    return ms;
-  }
-  (void)store_.env()->SyncDir(store_.path() + "/staging");
   if (existing != v.files.end() && !truncate) {
     // Copy up: the ingested bytes become the spool's starting content.
     LFS_ASSIGN_OR_RETURN(auto reader, FileReader::Open(store_, existing->second.digest));
@@ -128,15 +122,28 @@ Result<Drafts::Handle*> Drafts::Open(const VersionKey& key, const std::string& n
       if (::pwrite(s->fd, buf.data(), n, static_cast<off_t>(off)) != static_cast<ssize_t>(n)) {
         Status e = Status::FromErrno(errno, "copy up " + name);
         ::unlink(s->path.c_str());
-        ::unlink(s->meta_path.c_str());
         return e;
       }
       off += n;
     }
     s->size = existing->second.size;
+    if (::fdatasync(s->fd) != 0) {  // the copy is durable before its sidecar
+      Status e = Status::FromErrno(errno, "copy up " + name);
+      ::unlink(s->path.c_str());
+      return e;
+    }
   } else {
     s->dirty = true;  // a new or truncated file is ingested even if never written
   }
+  // The sidecar makes the spool count as the file's content after a crash:
+  // written only once a copy-up is complete, so Recover never takes a
+  // partial copy for the file.
+  Status ms = WriteMeta(s->meta_path, key, name);
+  if (!ms.ok()) {
+    ::unlink(s->path.c_str());
+    return ms;
+  }
+  (void)store_.env()->SyncDir(store_.path() + "/staging");
   s->open_count = 1;
   spools_[mk] = s;
   return new Handle{s};
@@ -290,16 +297,19 @@ Status Drafts::Rename(const VersionKey& key, const std::string& from, const std:
   bool found = false;
   {
     std::lock_guard<std::mutex> l(mu_);
+    // rename(2) replaces the target: a writer still holding it writes into
+    // nothing from now on, whatever the source is.
+    auto old = spools_.find(MapKey(key, to));
+    if (old != spools_.end() && from != to) {
+      std::lock_guard<std::mutex> ol(old->second->mu);
+      old->second->unlinked = true;
+      ::unlink(old->second->meta_path.c_str());
+      spools_.erase(old);
+    }
     auto it = spools_.find(MapKey(key, from));
     if (it != spools_.end()) {
       auto s = it->second;
       spools_.erase(it);
-      auto old = spools_.find(MapKey(key, to));
-      if (old != spools_.end()) {
-        old->second->unlinked = true;
-        ::unlink(old->second->meta_path.c_str());
-        spools_.erase(old);
-      }
       std::lock_guard<std::mutex> sl(s->mu);
       s->name = to;
       s->dirty = true;

@@ -22,16 +22,9 @@ Result<std::string> PathOf(Daemon& d, fuse_ino_t ino) {
 }
 
 bool IsParentLinkName(const std::string& n, size_t* index) {
-  if (n == "parent") {
-    *index = 0;
-    return true;
-  }
-  if (n.rfind("parent.", 0) != 0 || n.size() == 7) return false;
-  for (size_t i = 7; i < n.size(); i++) {
-    if (n[i] < '0' || n[i] > '9') return false;
-  }
-  *index = std::stoul(n.substr(7));
-  return *index > 0 && *index < 64;
+  auto i = ParentLinkIndex(n);
+  if (i) *index = *i;
+  return i.has_value();
 }
 
 Result<Namespace::Where> DraftDir(Daemon& d, const std::string& dir) {

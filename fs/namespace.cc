@@ -111,6 +111,36 @@ std::vector<std::string> TensorPathComponents(const std::string& name, bool npy)
   return out;
 }
 
+std::optional<size_t> ParentLinkIndex(const std::string& n) {
+  if (n == "parent") return 0;
+  if (n.rfind("parent.", 0) != 0) return std::nullopt;
+  std::string digits = n.substr(7);
+  if (digits.empty() || digits.size() > 3 || digits[0] == '0') return std::nullopt;
+  size_t v = 0;
+  for (char c : digits) {
+    if (c < '0' || c > '9') return std::nullopt;
+    v = v * 10 + static_cast<size_t>(c - '0');
+  }
+  return v;
+}
+
+std::string ChildEntryName(const lineage::VersionKey& k) {
+  auto esc = [](const std::string& s) {
+    std::string out;
+    for (char c : s) {
+      if (c == '%') {
+        out += "%25";
+      } else if (c == '@') {
+        out += "%40";
+      } else {
+        out.push_back(c);
+      }
+    }
+    return out;
+  };
+  return esc(k.model) + "@" + esc(k.version);
+}
+
 // ---------------------------------------------------------------------------
 // FileContent
 
@@ -186,11 +216,7 @@ const std::set<std::string>& ReservedVersionNames() {
   static const std::set<std::string> names = {"tensors", "views", "children", "parent"};
   return names;
 }
-bool IsParentLinkName(const std::string& n) {
-  if (n == "parent") return true;
-  if (n.rfind("parent.", 0) != 0 || n.size() == 7) return false;
-  return std::all_of(n.begin() + 7, n.end(), [](char c) { return c >= '0' && c <= '9'; });
-}
+bool IsParentLinkName(const std::string& n) { return ParentLinkIndex(n).has_value(); }
 
 Result<std::shared_ptr<VersionView>> BuildView(Store& store, lineage::Lineage& lin,
                                                const Version& v, std::string record) {
@@ -353,8 +379,9 @@ Result<std::shared_ptr<VersionView>> Namespace::View(const std::string& model,
       cached = it->second.first;
     }
   }
-  if (cached && cached->v.committed()) return cached;  // immutable
-  // Drafts (or a miss): read the record; reuse the view when it is unchanged.
+  // Read the record (a short LMDB lookup) and reuse the view while it is the
+  // same: a committed version never changes, but it can be removed and its
+  // name reused, or its model renamed, by this mount or another process.
   std::string record;
   {
     ReadTxn txn(store_.db());
@@ -458,7 +485,7 @@ Result<Node> Namespace::Resolve(const std::string& path) {
     if (c.size() > 4) return Status::NotFound(path);
     LFS_ASSIGN_OR_RETURN(auto kids, lin_.Children({c[0], c[1]}));
     for (const auto& [k, rel] : kids) {
-      if (k.model + "@" + k.version == c[3]) {
+      if (ChildEntryName(k) == c[3]) {
         n.kind = NodeKind::kSymlink;
         n.link_target = "../../../" + k.model + "/" + k.version;
         return n;
@@ -467,7 +494,7 @@ Result<Node> Namespace::Resolve(const std::string& path) {
     return Status::NotFound(path);
   }
   if (c.size() == 3 && IsParentLinkName(top)) {
-    size_t i = top == "parent" ? 0 : std::stoul(top.substr(7));
+    size_t i = *ParentLinkIndex(top);
     if (i < v.parents.size()) {
       n.kind = NodeKind::kSymlink;
       n.link_target = "../../" + v.parents[i].parent.model + "/" + v.parents[i].parent.version;
@@ -605,7 +632,7 @@ Result<std::vector<DirEntry>> Namespace::ReadDir(const std::string& path) {
       break;
     case NodeKind::kChildrenDir: {
       LFS_ASSIGN_OR_RETURN(auto kids, lin_.Children({n.model, n.version}));
-      for (const auto& [k, rel] : kids) LFS_RETURN_IF_ERROR(add(k.model + "@" + k.version));
+      for (const auto& [k, rel] : kids) LFS_RETURN_IF_ERROR(add(ChildEntryName(k)));
       break;
     }
     default: return Status::NotADirectory(path);

@@ -132,6 +132,14 @@ class Namespace {
       views_;
 };
 
+// "parent" -> 0, "parent.N" -> N for 1 <= N < 1000 written without leading
+// zeros; anything else (parent.0, parent.01, huge N) is not a parent link.
+std::optional<size_t> ParentLinkIndex(const std::string& name);
+
+// Child entries of children/: "<model>@<version>", with '%' and '@' inside
+// the names escaped as %25 and %40 so that two children never share an entry.
+std::string ChildEntryName(const lineage::VersionKey& child);
+
 // Splits a tensor name into the folders and file name of its tensors/ path,
 // escaping anything that could leave the folder (documented in LAYOUT.md).
 std::vector<std::string> TensorPathComponents(const std::string& tensor_name, bool npy);

@@ -90,6 +90,28 @@ std::optional<Relation> ParseRelation(std::string_view s) {
   return std::nullopt;
 }
 
+namespace {
+// Records are JSON, so names must be UTF-8 (well-formed, shortest form).
+bool IsUtf8(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+    if (n == 0 || i + n > s.size()) return false;
+    uint32_t cp = n == 1 ? c : c & (0x7f >> n);
+    for (size_t k = 1; k < n; k++) {
+      unsigned char d = static_cast<unsigned char>(s[i + k]);
+      if ((d & 0xc0) != 0x80) return false;
+      cp = cp << 6 | (d & 0x3f);
+    }
+    static const uint32_t kMin[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < kMin[n] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return false;
+    i += n;
+  }
+  return true;
+}
+}  // namespace
+
 Status ValidateName(std::string_view kind, std::string_view name) {
   std::string what = std::string(kind) + " name";
   if (name.empty()) return Status::InvalidArgument(what + " is empty");
@@ -103,6 +125,7 @@ Status ValidateName(std::string_view kind, std::string_view name) {
       return Status::InvalidArgument(what + " may not contain NUL or control characters");
     }
   }
+  if (!IsUtf8(name)) return Status::InvalidArgument(what + " is not valid UTF-8");
   return Status::OK();
 }
 
@@ -163,7 +186,7 @@ std::string EncodeVersion(const Version& v) {
   for (const auto& [name, f] : v.files) {
     j["files"][name] = {{"digest", f.digest.Hex()}, {"size", f.size}};
   }
-  return j.dump();
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
 Result<Version> DecodeVersion(std::string_view s) {
@@ -210,7 +233,7 @@ std::string EncodeModel(const Model& m) {
   j["tags"] = m.tags;
   j["next_number"] = m.next_number;
   j["seq"] = m.seq;
-  return j.dump();
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
 Result<Model> DecodeModel(std::string_view s) {

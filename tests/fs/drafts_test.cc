@@ -469,11 +469,12 @@ TEST_F(DraftsTest, RecoverIngestsFsyncedSpools) {
   for (const auto& e : rep.errors) ADD_FAILURE() << e;
 }
 
-// Opening an ingested file for writing copies it up into a spool, and the
-// sidecar naming the spool is written before the copy. A daemon killed
-// during the copy-up of a large file leaves a partial spool with a valid
-// sidecar; Recover() must not replace the draft's file with that prefix (the
-// user never wrote anything). Simulated by cutting the spool after Open.
+// Opening an ingested file for writing copies it up into a spool; the
+// sidecar naming the spool is written (after an fdatasync) only once the copy
+// is complete. A daemon killed during the copy-up of a large file leaves a
+// partial spool without a sidecar; Recover() must not replace the draft's
+// file with that prefix (the user never wrote anything). Simulated by cutting
+// the spool and removing its sidecar after Open.
 TEST_F(DraftsTest, RecoverAfterCrashDuringCopyUpKeepsTheFile) {
   std::string big(3 << 20, '\0');
   for (size_t i = 0; i < big.size(); i++) big[i] = static_cast<char>((i * 131) >> 7);
@@ -486,6 +487,7 @@ TEST_F(DraftsTest, RecoverAfterCrashDuringCopyUpKeepsTheFile) {
   }
   ASSERT_FALSE(spool.empty());
   std::filesystem::resize_file(spool, 1 << 20);  // the copy-up got this far
+  std::filesystem::remove(spool.substr(0, spool.size() - 6) + ".meta");  // and no sidecar yet
   ns_->SetDrafts(nullptr);
   drafts_.reset();  // killed; the handle is leaked on purpose
   drafts_ = std::make_unique<Drafts>(*store_, *lin_, ns_.get());
