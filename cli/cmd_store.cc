@@ -13,6 +13,8 @@
 #include "store/fsck.h"
 #include "store/ingest.h"
 #include "store/log.h"
+#include "store/pack.h"
+#include "store/coding.h"
 
 namespace lfs::cli {
 
@@ -436,6 +438,84 @@ void RegisterStoreCommands(CLI::App& app, int* rc) {
         std::printf("%s\n", rep.ok() ? "store is consistent" : "store has problems");
       }
       if (!rep.ok()) *rc = kExitFailure;
+    });
+  }
+  // backup
+  {
+    auto* c = app.add_subcommand(
+        "backup", "consistent copy of a store; run again to bring a copy up to date");
+    auto store = std::make_shared<std::string>(), dest = std::make_shared<std::string>();
+    c->add_option("STORE", *store)->required();
+    c->add_option("DEST", *dest)->required();
+    c->callback([=] {
+      auto o = OpenStore(*store, true);
+      if (!o.ok()) return void(*rc = Fail(o.status()));
+      Env* env = o->store->env();
+      // Writers and gc wait while the index and the packs it names are copied.
+      auto lock = env->Lock(*store + "/LOCK");
+      if (!lock.ok()) return void(*rc = Fail(lock.status()));
+      std::error_code ec;
+      for (const char* d : {"", "/packs", "/staging"}) fs::create_directories(*dest + d, ec);
+      std::string tmp = *dest + "/index.new";
+      fs::remove_all(tmp, ec);
+      fs::create_directories(tmp, ec);
+      Status s = o->store->db().CopyTo(tmp);
+      if (!s.ok()) return void(*rc = Fail(s));
+      std::map<uint64_t, uint64_t> packs;
+      {
+        ReadTxn txn(o->store->db());
+        s = txn.Scan(Table::kPacks, "", [&](std::string_view k, std::string_view v) {
+          auto p = PackEntry::Decode(v);
+          if (p.ok()) packs[DecodeKeyU64(k)] = p->length;
+          return true;
+        });
+        if (!s.ok()) return void(*rc = Fail(s));
+      }
+      uint64_t copied = 0, skipped = 0, bytes = 0;
+      std::string buf(8 << 20, '\0');
+      for (const auto& [id, len] : packs) {
+        std::string from = o->store->PackPath(id), to = *dest + "/packs/" + PackFileName(id);
+        uint64_t have = fs::exists(to, ec) ? fs::file_size(to, ec) : 0;
+        if (have == len) {
+          skipped++;  // sealed packs never change: already there
+          continue;
+        }
+        if (have > len) have = 0;  // not ours: copy it whole
+        auto in = env->OpenRandomAccess(from);
+        if (!in.ok()) return void(*rc = Fail(in.status()));
+        auto out = env->OpenAppendable(to, have);
+        if (!out.ok()) return void(*rc = Fail(out.status()));
+        for (uint64_t off = have; off < len;) {
+          size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), len - off));
+          s = (*in)->ReadExact(off, n, buf.data());
+          if (s.ok()) s = (*out)->Append(std::string_view(buf.data(), n));
+          if (!s.ok()) return void(*rc = Fail(s));
+          off += n;
+          bytes += n;
+        }
+        s = (*out)->Sync();
+        if (s.ok()) s = (*out)->Close();
+        if (!s.ok()) return void(*rc = Fail(s));
+        copied++;
+      }
+      s = env->SyncDir(*dest + "/packs");
+      if (!s.ok()) return void(*rc = Fail(s));
+      // Swap the index in last: a backup interrupted before this point still
+      // holds its previous consistent index (whose packs are all present).
+      fs::remove_all(*dest + "/index.old", ec);
+      if (fs::exists(*dest + "/index", ec)) fs::rename(*dest + "/index", *dest + "/index.old", ec);
+      fs::rename(tmp, *dest + "/index", ec);
+      if (ec) return void(*rc = Fail("cannot install the new index: " + ec.message()));
+      fs::remove_all(*dest + "/index.old", ec);
+      // Only now may packs gc removed since the last backup go.
+      for (const auto& e : fs::directory_iterator(*dest + "/packs", ec)) {
+        std::string n = e.path().filename().string();
+        uint64_t id = std::strtoull(n.substr(0, 16).c_str(), nullptr, 16);
+        if (n.size() == 21 && !packs.count(id)) fs::remove(e.path(), ec);
+      }
+      std::printf("backup of %s in %s: %lu pack(s) copied (%s), %lu unchanged\n", store->c_str(),
+                  dest->c_str(), (unsigned long)copied, HumanBytes(bytes).c_str(),
+                  (unsigned long)skipped);
     });
   }
   // gc

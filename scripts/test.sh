@@ -7,7 +7,7 @@
 # Needs root for apt-get (or sudo) and /dev/fuse.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --bench  # the quick benchmark at the end compares against borg, restic …
 export CCACHE_DIR=${CCACHE_DIR:-$HOME/.cache/ccache}
 
 echo "== build (warnings are errors)"

@@ -540,6 +540,18 @@ def fsck_after(cli, store):
         assert "store is consistent" in r.stdout, r.stdout
     _()
 
+    @check("lineagefs backup: a consistent copy; a second run copies no pack")
+    def _():
+        bk = store + ".backup"
+        cli("backup", store, bk)
+        r = cli("backup", store, bk)
+        assert "0 pack(s) copied" in r.stdout, r.stdout
+        assert "store is consistent" in cli("fsck", bk).stdout
+        a = subprocess.run(["cat", f"{store}/../src/ft/model.pt"], capture_output=True).stdout
+        r = cli("export", bk, "ft/v1", f"{bk}.export")
+        assert sha(f"{bk}.export/model.pt") == hashlib.sha256(a).hexdigest() and len(a) > 0
+    _()
+
 
 def main():
     ap = argparse.ArgumentParser()
