@@ -56,6 +56,7 @@ PY
 }
 
 measure() {  # measure STORE LABEL
+  set +o pipefail  # head closes its pipes early on purpose
   local store=$1 mnt="$BASE/mnt-$2"
   mkdir -p "$mnt"
   "$LFS" mount "$store" "$mnt" -f -o cache_mb=64 &
