@@ -164,6 +164,13 @@ def proc_stats(pid):
                 hwm = int(line.split()[1]) * 1024
             elif line.startswith(("VmRSS:", "RssAnon:", "RssFile:")):
                 proc_stats.detail[line.split(":")[0]] = int(line.split()[1]) * 1024
+    try:  # bytes the daemon read() (rchar) and fetched from the block device (read_bytes)
+        with open("/proc/%d/io" % pid) as f:
+            for line in f:
+                if line.startswith(("rchar:", "read_bytes:")):
+                    proc_stats.detail[line.split(":")[0]] = int(line.split()[1])
+    except OSError:
+        pass
     with open("/proc/%d/stat" % pid) as f:
         fields = f.read().rsplit(")", 1)[1].split()
     tck = os.sysconf("SC_CLK_TCK")
@@ -938,7 +945,9 @@ def print_table(R, rows):
     out.append("lineagefs benchmark — %s mode, family %s: %d versions, %d files, %s; caches %s"
                % (R["mode"], R["family_dir"], R["raw"]["versions"], R["raw"]["files"],
                   fmt_bytes(R["raw"]["bytes"]), R["cache_mode"]))
-    out.append("lineagefs %s built %s" % (R.get("git") or "?", R.get("binary_built")))
+    out.append("lineagefs %s built %s; %d CPUs, load average %.1f at start, %.1f at end"
+               % (R.get("git") or "?", R.get("binary_built"), os.cpu_count(),
+                  R["loadavg_start"][0], R["loadavg_end"][0]))
     out.append("advantage = peer / lineagefs for bytes and times (>1: lineagefs smaller/faster)")
     for sec, a, b, c, d in rows:
         if sec:
@@ -1027,6 +1036,7 @@ def main():
     R["generation_seconds"] = gen_s
     if getattr(W, "family_note", None):
         R["notes"].append(W.family_note)
+    R["loadavg_start"] = os.getloadavg()
     log("hashing the source files ...")
     man, files = load_family()
     log("family: %d versions, %d files, %s" % (len(man["versions"]), len(files),
@@ -1048,6 +1058,7 @@ def main():
             worst = (metric, best_peer, a)
     R["furthest_behind"] = worst and {"metric": worst[0], "peer": worst[1], "advantage": worst[2]}
     R["wall_seconds"] = time.perf_counter() - t_start
+    R["loadavg_end"] = os.getloadavg()
     table = print_table(R, rows)
     print(table)
     print("vs best peer per metric (advantage; <1 means lineagefs is behind):")
@@ -1056,6 +1067,13 @@ def main():
     if worst:
         print("furthest behind: %s — %s is %.2fx of lineagefs's" % (worst[0], worst[1], worst[2])
               if worst[2] < 1 else "lineagefs leads its best peer on every metric")
+    ld = R["daemon"].get("lineagefs", {}).get("now", {})
+    packs = R["storage"].get("lineagefs", {}).get("packs")
+    if "rchar" in ld and packs:
+        print("lineagefs daemon up to the end of the full read: read() %s from its store "
+              "(%.1fx the packs' %s); the disk delivered it %s (readahead and LMDB pages "
+              "included)" % (fmt_bytes(ld["rchar"]), ld["rchar"] / packs, fmt_bytes(packs),
+                             fmt_bytes(ld.get("read_bytes", 0))))
     for k, v in R.get("ttfb_targets", {}).items():
         print("first-4-KiB target, %s: %s" % (k, v))
     be = R.get("bitexact")
