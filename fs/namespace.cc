@@ -197,17 +197,29 @@ struct ViewFileSpec {
   std::vector<TensorRef> tensors;  // indexed by layout segments
 };
 
+// Built in parts, each on first use: a model listing needs only the version
+// records; tensors/ needs the tensor index; views/ the layouts (and a crc per
+// tensor); same_as_parent the parent's index.
 class VersionView {
  public:
   Version v;
-  std::string record;  // raw version record: a changed draft has a different one
+  std::string record;  // raw version record: a changed version has a different one
   std::map<std::string, std::string> originals;  // shown name -> file name
+
+  Status EnsureTensors(Store& store, lineage::Lineage& lin);
+  Status EnsureViews(Store& store);
+  void EnsureParent(lineage::Lineage& lin);
+
   std::vector<TensorFileSpec> tensors;
   // tensors/ folders: folder path ("" is tensors/ itself) -> name -> tensor index or -1 (folder)
   std::map<std::string, std::map<std::string, int>> tensor_dirs;
   std::map<std::string, ViewFileSpec> views;
   std::map<std::string, TensorRef> parent_tensors;  // first parent (or predecessor), by name
   bool has_parent_tensors = false;
+
+ private:
+  std::once_flag tensors_once_, views_once_, parent_once_;
+  Status tensors_status_, views_status_;
 };
 
 namespace {
@@ -218,8 +230,7 @@ const std::set<std::string>& ReservedVersionNames() {
 }
 bool IsParentLinkName(const std::string& n) { return ParentLinkIndex(n).has_value(); }
 
-Result<std::shared_ptr<VersionView>> BuildView(Store& store, lineage::Lineage& lin,
-                                               const Version& v, std::string record) {
+Result<std::shared_ptr<VersionView>> BuildView(const Version& v, std::string record) {
   auto view = std::make_shared<VersionView>();
   view->v = v;
   view->record = std::move(record);
@@ -228,106 +239,129 @@ Result<std::shared_ptr<VersionView>> BuildView(Store& store, lineage::Lineage& l
     if (ReservedVersionNames().count(name) || IsParentLinkName(name)) shown = name + "~orig";
     view->originals[shown] = name;
   }
-  LFS_ASSIGN_OR_RETURN(auto idx, lin.TensorIndex(v));
-  std::map<std::string, std::string> seen_paths;
-  view->tensor_dirs[""];
-  for (auto& [name, ref] : idx) {
-    if (!ref.contiguous) {
-      LogDebug(v.key.str() + ": tensor " + name + " is a non-contiguous view; not in tensors/");
-      continue;
-    }
-    TensorFileSpec spec;
-    spec.ref = ref;
-    spec.npy = NumpyHasDType(ref.dtype);
-    if (formats::DTypeSize(ref.dtype) == 0 ||
-        Numel(ref.shape) * formats::DTypeSize(ref.dtype) != ref.nbytes) {
-      continue;
-    }
-    if (spec.npy) {
-      spec.header = *formats::NpyHeader(ref.dtype, ref.shape);
-    } else {
-      auto lay = formats::LayoutSafetensors({{"tensor", ref.dtype, ref.shape, ref.nbytes}});
-      if (!lay.ok()) continue;
-      spec.header = lay->segments.front().literal;
-    }
-    auto comps = TensorPathComponents(name, spec.npy);
-    std::string dir;
-    for (size_t k = 0; k + 1 < comps.size(); k++) {
-      view->tensor_dirs[dir].emplace(comps[k], -1);
-      dir += (dir.empty() ? "" : "/") + comps[k];
-      view->tensor_dirs[dir];
-    }
-    std::string file = comps.back();
-    auto& entries = view->tensor_dirs[dir];
-    if (entries.count(file)) {
-      // Two names escaped to the same file: keep both, the second disambiguated.
-      size_t dot = file.rfind('.');
-      file = file.substr(0, dot) + "~" + Hex8(Hash64(name.data(), name.size())) + file.substr(dot);
-    }
-    entries[file] = static_cast<int>(view->tensors.size());
-    view->tensors.push_back(std::move(spec));
-  }
-  // Whole-checkpoint views in the other format.
-  for (const auto& [fname, fe] : v.files) {
-    auto recipe = LoadFile(store, fe.digest);
-    if (!recipe.ok()) return recipe.status();
-    std::string stem = fname.substr(0, fname.rfind('.'));
-    std::vector<TensorRef> refs;
-    for (const auto& t : recipe->tensors) {
-      if (t.contiguous && formats::DTypeSize(t.dtype) > 0) refs.push_back(t);
-    }
-    if (refs.empty()) continue;
-    ViewFileSpec vs;
-    if (recipe->format == formats::Format::kTorchZip) {
-      std::vector<formats::SafetensorsEntry> entries;
-      for (const auto& t : refs) entries.push_back({t.name, t.dtype, t.shape, t.nbytes});
-      auto lay = formats::LayoutSafetensors(entries, {{"format", "pt"}, {"source", fname}});
-      if (!lay.ok()) continue;
-      vs.layout = std::move(lay).value();
-      vs.tensors = refs;
-      view->views[stem + ".safetensors"] = std::move(vs);
-    } else if (recipe->format == formats::Format::kSafetensors) {
-      std::vector<formats::TorchZipTensor> entries;
-      bool ok = true;
-      for (const auto& t : refs) {
-        auto obj = LoadTensor(store, t.object);
-        if (!obj.ok() || t.object_offset != 0 || t.nbytes != obj->nbytes) {
-          ok = false;
-          break;
-        }
-        entries.push_back({t.name, t.dtype, t.shape, t.nbytes, obj->crc32});
-      }
-      if (!ok) continue;
-      auto lay = formats::LayoutTorchZip(entries, "archive");
-      if (!lay.ok()) continue;
-      vs.layout = std::move(lay).value();
-      vs.tensors = refs;
-      view->views[stem + ".pt"] = std::move(vs);
-    }
-  }
-  // Parent tensors, for user.lineage.same_as_parent.
-  std::optional<VersionKey> pk;
-  for (const auto& p : v.parents) {
-    if (!p.tombstone) {
-      pk = p.parent;
-      break;
-    }
-  }
-  if (!pk && v.predecessor) pk = VersionKey{v.key.model, *v.predecessor};
-  if (pk) {
-    auto pv = lin.GetVersion(*pk);
-    if (pv.ok()) {
-      auto pidx = lin.TensorIndex(*pv);
-      if (pidx.ok()) {
-        view->parent_tensors = std::move(pidx).value();
-        view->has_parent_tensors = true;
-      }
-    }
-  }
   return view;
 }
 
 }  // namespace
+
+Status VersionView::EnsureTensors(Store&, lineage::Lineage& lin) {
+  std::call_once(tensors_once_, [&] {
+    tensors_status_ = [&]() -> Status {
+      LFS_ASSIGN_OR_RETURN(auto idx, lin.TensorIndex(v));
+      tensor_dirs[""];
+      for (auto& [name, ref] : idx) {
+        if (!ref.contiguous) {
+          LogDebug(v.key.str() + ": tensor " + name + " is a non-contiguous view; not in tensors/");
+          continue;
+        }
+        TensorFileSpec spec;
+        spec.ref = ref;
+        spec.npy = NumpyHasDType(ref.dtype);
+        if (formats::DTypeSize(ref.dtype) == 0 ||
+            Numel(ref.shape) * formats::DTypeSize(ref.dtype) != ref.nbytes) {
+          continue;
+        }
+        if (spec.npy) {
+          spec.header = *formats::NpyHeader(ref.dtype, ref.shape);
+        } else {
+          auto lay = formats::LayoutSafetensors({{"tensor", ref.dtype, ref.shape, ref.nbytes}});
+          if (!lay.ok()) continue;
+          spec.header = lay->segments.front().literal;
+        }
+        auto comps = TensorPathComponents(name, spec.npy);
+        std::string dir;
+        for (size_t k = 0; k + 1 < comps.size(); k++) {
+          tensor_dirs[dir].emplace(comps[k], -1);
+          dir += (dir.empty() ? "" : "/") + comps[k];
+          tensor_dirs[dir];
+        }
+        std::string file = comps.back();
+        auto& entries = tensor_dirs[dir];
+        if (entries.count(file)) {
+          // Two names escaped to the same file: keep both, the second disambiguated.
+          size_t dot = file.rfind('.');
+          file =
+              file.substr(0, dot) + "~" + Hex8(Hash64(name.data(), name.size())) + file.substr(dot);
+        }
+        entries[file] = static_cast<int>(tensors.size());
+        tensors.push_back(std::move(spec));
+      }
+      return Status::OK();
+    }();
+  });
+  return tensors_status_;
+}
+
+Status VersionView::EnsureViews(Store& store) {
+  std::call_once(views_once_, [&] {
+    views_status_ = [&]() -> Status {
+      // Whole-checkpoint views in the other format.
+      for (const auto& [fname, fe] : v.files) {
+        auto recipe = LoadFile(store, fe.digest);
+        if (!recipe.ok()) return recipe.status();
+        std::string stem = fname.substr(0, fname.rfind('.'));
+        std::vector<TensorRef> refs;
+        for (const auto& t : recipe->tensors) {
+          if (t.contiguous && formats::DTypeSize(t.dtype) > 0) refs.push_back(t);
+        }
+        if (refs.empty()) continue;
+        ViewFileSpec vs;
+        if (recipe->format == formats::Format::kTorchZip) {
+          std::vector<formats::SafetensorsEntry> entries;
+          for (const auto& t : refs) entries.push_back({t.name, t.dtype, t.shape, t.nbytes});
+          auto lay = formats::LayoutSafetensors(entries, {{"format", "pt"}, {"source", fname}});
+          if (!lay.ok()) continue;
+          vs.layout = std::move(lay).value();
+          vs.tensors = refs;
+          views[stem + ".safetensors"] = std::move(vs);
+        } else if (recipe->format == formats::Format::kSafetensors) {
+          std::vector<formats::TorchZipTensor> entries;
+          bool ok = true;
+          for (const auto& t : refs) {
+            auto obj = LoadTensor(store, t.object);
+            if (!obj.ok() || t.object_offset != 0 || t.nbytes != obj->nbytes) {
+              ok = false;
+              break;
+            }
+            entries.push_back({t.name, t.dtype, t.shape, t.nbytes, obj->crc32});
+          }
+          if (!ok) continue;
+          auto lay = formats::LayoutTorchZip(entries, "archive");
+          if (!lay.ok()) continue;
+          vs.layout = std::move(lay).value();
+          vs.tensors = refs;
+          views[stem + ".pt"] = std::move(vs);
+        }
+      }
+      return Status::OK();
+    }();
+  });
+  return views_status_;
+}
+
+void VersionView::EnsureParent(lineage::Lineage& lin) {
+  std::call_once(parent_once_, [&] {
+    // Parent tensors, for user.lineage.same_as_parent.
+    std::optional<VersionKey> pk;
+    for (const auto& p : v.parents) {
+      if (!p.tombstone) {
+        pk = p.parent;
+        break;
+      }
+    }
+    if (!pk && v.predecessor) pk = VersionKey{v.key.model, *v.predecessor};
+    if (pk) {
+      auto pv = lin.GetVersion(*pk);
+      if (pv.ok()) {
+        auto pidx = lin.TensorIndex(*pv);
+        if (pidx.ok()) {
+          parent_tensors = std::move(pidx).value();
+          has_parent_tensors = true;
+        }
+      }
+    }
+  });
+}
 
 struct Node {
   NodeKind kind = NodeKind::kRoot;
@@ -392,7 +426,7 @@ Result<std::shared_ptr<VersionView>> Namespace::View(const std::string& model,
   }
   if (cached && cached->record == record) return cached;
   LFS_ASSIGN_OR_RETURN(Version v, lineage::DecodeVersion(record));
-  LFS_ASSIGN_OR_RETURN(auto view, BuildView(store_, lin_, v, record));
+  LFS_ASSIGN_OR_RETURN(auto view, BuildView(v, record));
   std::lock_guard<std::mutex> l(mu_);
   auto it = views_.find(key);
   if (it != views_.end()) {
@@ -448,6 +482,7 @@ Result<Node> Namespace::Resolve(const std::string& path) {
   bool derived = top == "tensors" || top == "views" || top == "children";
   if (derived && !v.committed()) return Status::NotFound(path + ": drafts show their files only");
   if (top == "tensors") {
+    LFS_RETURN_IF_ERROR(n.view->EnsureTensors(store_, lin_));
     std::string dir;
     for (size_t k = 3; k < c.size(); k++) {
       auto dit = n.view->tensor_dirs.find(dir);
@@ -467,6 +502,7 @@ Result<Node> Namespace::Resolve(const std::string& path) {
     return n;
   }
   if (top == "views") {
+    LFS_RETURN_IF_ERROR(n.view->EnsureViews(store_));
     if (c.size() == 3) {
       n.kind = NodeKind::kViewsDir;
       return n;
@@ -615,6 +651,7 @@ Result<std::vector<DirEntry>> Namespace::ReadDir(const std::string& path) {
       // draft meets only what the user wrote.
       if (v.committed()) {
         LFS_RETURN_IF_ERROR(add("tensors"));
+        LFS_RETURN_IF_ERROR(n.view->EnsureViews(store_));
         if (!n.view->views.empty()) LFS_RETURN_IF_ERROR(add("views"));
         LFS_RETURN_IF_ERROR(add("children"));
       }
@@ -813,6 +850,7 @@ Result<std::string> Namespace::GetXattr(const std::string& path, const std::stri
                (t.ref.object_offset ? "+" + std::to_string(t.ref.object_offset) : "");
       }
       if (name == "same_as_parent") {
+        n.view->EnsureParent(lin_);
         if (!n.view->has_parent_tensors) return std::string("no-parent");
         auto it = n.view->parent_tensors.find(t.ref.name);
         if (it == n.view->parent_tensors.end()) return std::string("new");
