@@ -21,6 +21,7 @@ using json = nlohmann::json;
 namespace {
 
 constexpr size_t kMaxComponentBytes = 200;
+constexpr size_t kMaxTensorDepth = 32;
 constexpr char kXattrPrefix[] = "user.lineage.";
 
 std::vector<std::string> SplitPath(const std::string& path) {
@@ -97,7 +98,9 @@ std::vector<std::string> TensorPathComponents(const std::string& name, bool npy)
   }
   // Folders: every component but the last two; the file: the last two.
   std::vector<std::string> out;
-  size_t nfolders = parts.size() > 2 ? parts.size() - 2 : 0;
+  // Deep names stop nesting after kMaxTensorDepth folders (the rest joins the
+  // file name): a hostile name of 30,000 dots must not become 30,000 folders.
+  size_t nfolders = std::min<size_t>(parts.size() > 2 ? parts.size() - 2 : 0, kMaxTensorDepth);
   for (size_t k = 0; k < nfolders; k++) out.push_back(EscapeComponent(parts[k]));
   std::string file;
   for (size_t k = nfolders; k < parts.size(); k++) {

@@ -189,6 +189,23 @@ std::string EncodeVersion(const Version& v) {
   return j.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
+namespace {
+// Integers of a record, refusing floats and out-of-range values (a damaged
+// record must be Corruption, never undefined behaviour).
+int64_t IntAt(const json& j, const char* key) {
+  const json& v = j.at(key);
+  if (v.is_number_integer()) return v.get<int64_t>();
+  throw json::type_error::create(302, std::string(key) + " is not an integer", &v);
+}
+uint64_t UintAt(const json& j, const char* key) {
+  const json& v = j.at(key);
+  if (v.is_number_unsigned()) return v.get<uint64_t>();
+  if (v.is_number_integer() && v.get<int64_t>() >= 0)
+    return static_cast<uint64_t>(v.get<int64_t>());
+  throw json::type_error::create(302, std::string(key) + " is not a non-negative integer", &v);
+}
+}  // namespace
+
 Result<Version> DecodeVersion(std::string_view s) {
   json j = json::parse(s, nullptr, false);
   if (j.is_discarded() || !j.is_object()) return Status::Corruption("malformed version record");
@@ -197,12 +214,12 @@ Result<Version> DecodeVersion(std::string_view s) {
     v.key.model = j.at("model").get<std::string>();
     v.key.version = j.at("name").get<std::string>();
     v.state = j.at("state").get<std::string>() == "committed" ? State::kCommitted : State::kDraft;
-    v.created_ns = j.at("created_ns").get<int64_t>();
-    v.committed_ns = j.at("committed_ns").get<int64_t>();
+    v.created_ns = IntAt(j, "created_ns");
+    v.committed_ns = IntAt(j, "committed_ns");
     v.author = j.at("author").get<std::string>();
     v.message = j.at("message").get<std::string>();
     v.metadata_json = j.at("metadata").dump();
-    v.seq = j.at("seq").get<uint64_t>();
+    v.seq = UintAt(j, "seq");
     if (!j.at("predecessor").is_null()) v.predecessor = j.at("predecessor").get<std::string>();
     for (const auto& p : j.at("parents")) {
       ParentEdge e;
@@ -216,7 +233,7 @@ Result<Version> DecodeVersion(std::string_view s) {
     for (const auto& [name, f] : j.at("files").items()) {
       auto d = Digest::FromHex(f.at("digest").get<std::string>());
       if (!d) return Status::Corruption("malformed file digest in version record");
-      v.files[name] = FileEntry{*d, f.at("size").get<uint64_t>()};
+      v.files[name] = FileEntry{*d, UintAt(f, "size")};
     }
     return v;
   } catch (const json::exception& e) {
@@ -242,11 +259,11 @@ Result<Model> DecodeModel(std::string_view s) {
   try {
     Model m;
     m.name = j.at("name").get<std::string>();
-    m.created_ns = j.at("created_ns").get<int64_t>();
+    m.created_ns = IntAt(j, "created_ns");
     m.versions = j.at("versions").get<std::vector<std::string>>();
     m.tags = j.at("tags").get<std::map<std::string, std::string>>();
-    m.next_number = j.at("next_number").get<uint64_t>();
-    m.seq = j.at("seq").get<uint64_t>();
+    m.next_number = UintAt(j, "next_number");
+    m.seq = UintAt(j, "seq");
     return m;
   } catch (const json::exception& e) {
     return Status::Corruption(std::string("malformed model record: ") + e.what());

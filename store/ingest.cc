@@ -316,7 +316,8 @@ Result<IngestedFile> Ingester::AddFile(const std::string& name, const formats::R
     LFS_ASSIGN_OR_RETURN(
         Digest d, AddTensorData(tname, r.dtype, shape, src, r.offset, r.nbytes, &file_hash, &out));
     object_of_key[r.key] = d;
-    if (r.nbytes > 0) recipe.extents.push_back(Extent{Extent::Kind::kTensor, d, 0, r.nbytes});
+    // Zero-length too: the extent carries the reference the tensor was counted with.
+    recipe.extents.push_back(Extent{Extent::Kind::kTensor, d, 0, r.nbytes});
     pos = r.offset + r.nbytes;
   }
   if (pos < out.size) {

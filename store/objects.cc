@@ -131,7 +131,9 @@ Result<FileRecipe> FileRecipe::Decode(std::string_view v) {
     e.digest = d.DigestValue();
     e.object_offset = d.Varint();
     e.length = d.Varint();
-    total += e.length;
+    if (__builtin_add_overflow(total, e.length, &total)) {
+      return Status::Corruption("file extents overflow");
+    }
   }
   uint64_t nt = d.Varint();
   if (!d.ok() || nt > d.remaining()) return Status::Corruption("malformed file record");
@@ -363,7 +365,7 @@ Result<size_t> FileReader::ReadAt(uint64_t off, size_t n, char* out) const {
     size_t take = static_cast<size_t>(std::min<uint64_t>(n - done, e.length - in_ext));
     if (e.kind == Extent::Kind::kChunk) {
       LFS_ASSIGN_OR_RETURN(auto chunk, store_.ReadChunk(e.digest));
-      if (e.object_offset + in_ext + take > chunk->size()) {
+      if (e.object_offset > chunk->size() || in_ext + take > chunk->size() - e.object_offset) {
         return Status::Corruption("file extent past the end of its chunk");
       }
       std::memcpy(out + done, chunk->data() + e.object_offset + in_ext, take);

@@ -478,7 +478,7 @@ Result<std::map<std::string, std::string>> ParseSafetensorsIndex(std::string_vie
   json doc;
   try {
     doc = json::parse(text, check);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for 1e999
     return Status::Corruption(std::string("safetensors index: not valid JSON: ") + e.what());
   }
   if (!duplicate.empty()) {
