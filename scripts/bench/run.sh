@@ -57,7 +57,7 @@ snap=$BENCH_DIR/bin
 rm -rf "$snap"
 mkdir -p "$snap"
 cp -p "$LINEAGEFS" "$snap/lineagefs"
-ldd "$LINEAGEFS" | awk '$1 ~ /^liblfs/ && $3 ~ /^\// {print $3}' | while read -r lib; do
+{ ldd "$LINEAGEFS" 2>/dev/null || true; } | awk '$1 ~ /^liblfs/ && $3 ~ /^\// {print $3}' | while read -r lib; do
   cp "$lib" "$snap/"
 done
 export LINEAGEFS=$snap/lineagefs
