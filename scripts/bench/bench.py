@@ -976,7 +976,7 @@ def plot(R, adv, path):
         ax.set_title(title)
         ax.set_xlabel(xlabel)
         for i, (_, v) in enumerate(items):
-            ax.text(v, i, " %.3g" % v, va="center", fontsize=8)
+            ax.text(v, i, " %.0f" % v if v >= 100 else " %.3g" % v, va="center", fontsize=8)
 
     st = R["storage"]
     bars(axes[0][0], [(k, st[k]["bytes"] / 1e6) for k in st if "bytes" in st[k]],
