@@ -600,6 +600,55 @@ void RegisterLineageCommands(CLI::App& app, int* rc) {
       return kExitOk;
     };
   }
+  // parents: set (or, with none given, clear) the parents of a draft
+  {
+    auto ver = std::make_shared<std::string>(),
+         relation = std::make_shared<std::string>("finetune");
+    auto parents = std::make_shared<std::vector<std::string>>();
+    auto body = std::make_shared<Body>();
+    auto* c = Cmd(app, rc, "parents", "set the parents of a draft (none given: clear them)", store,
+                  false, body);
+    c->add_option("MODEL/VERSION", *ver)->required();
+    c->add_option("--parent", *parents, "parent MODEL/VERSION (repeatable)");
+    c->add_option("--relation", *relation)->capture_default_str();
+    *body = [=](Opened& o) {
+      auto k = VersionKey::Parse(*ver);
+      if (!k.ok()) return Fail(k.status());
+      auto rel = lineage::ParseRelation(*relation);
+      if (!rel) return Fail("unknown relation " + *relation);
+      std::vector<lineage::ParentSpec> ps;
+      for (const auto& p : *parents) {
+        auto pk = VersionKey::Parse(p);
+        if (!pk.ok()) return Fail(pk.status());
+        ps.push_back({*pk, *rel});
+      }
+      return Check(o.lineage->SetParents(*k, ps));
+    };
+  }
+  // rmfile / mvfile: edit the files of a draft (add files with `import --version` or `add`)
+  {
+    auto ver = std::make_shared<std::string>(), name = std::make_shared<std::string>(),
+         to = std::make_shared<std::string>();
+    auto body = std::make_shared<Body>();
+    auto* c = Cmd(app, rc, "rmfile", "remove a file from a draft", store, false, body);
+    c->add_option("MODEL/VERSION", *ver)->required();
+    c->add_option("NAME", *name)->required();
+    *body = [=](Opened& o) {
+      auto k = VersionKey::Parse(*ver);
+      if (!k.ok()) return Fail(k.status());
+      return Check(o.lineage->RemoveFile(*k, *name));
+    };
+    auto body2 = std::make_shared<Body>();
+    auto* c2 = Cmd(app, rc, "mvfile", "rename a file of a draft", store, false, body2);
+    c2->add_option("MODEL/VERSION", *ver)->required();
+    c2->add_option("NAME", *name)->required();
+    c2->add_option("NEW_NAME", *to)->required();
+    *body2 = [=](Opened& o) {
+      auto k = VersionKey::Parse(*ver);
+      if (!k.ok()) return Fail(k.status());
+      return Check(o.lineage->RenameFile(*k, *name, *to));
+    };
+  }
   // commit
   {
     auto ver = std::make_shared<std::string>();

@@ -10,11 +10,11 @@
 #include <sstream>
 
 #include "cli/cli.h"
+#include "store/coding.h"
 #include "store/fsck.h"
 #include "store/ingest.h"
 #include "store/log.h"
 #include "store/pack.h"
-#include "store/coding.h"
 
 namespace lfs::cli {
 
@@ -302,6 +302,30 @@ void RegisterStoreCommands(CLI::App& app, int* rc) {
         return;
       }
       if (*as_json) std::printf("%s\n", res->dump(2).c_str());
+    });
+  }
+  // add: files into an existing draft (replacing files of the same name)
+  {
+    auto* c = app.add_subcommand("add", "add or replace files of a draft version");
+    auto store = std::make_shared<std::string>(), ver = std::make_shared<std::string>();
+    auto paths = std::make_shared<std::vector<std::string>>();
+    c->add_option("STORE", *store)->required();
+    c->add_option("MODEL/VERSION", *ver)->required();
+    c->add_option("FILE", *paths, "files to add")->required();
+    c->callback([=] {
+      auto o = OpenStore(*store);
+      if (!o.ok()) return void(*rc = Fail(o.status()));
+      auto k = VersionKey::Parse(*ver);
+      if (!k.ok()) return void(*rc = Fail(k.status()));
+      for (const auto& p : *paths) {
+        auto acc = EnvFileAccess::Open(Env::Default(), p);
+        if (!acc.ok()) return void(*rc = Fail(acc.status()));
+        auto r = o->lineage->AddFile(*k, fs::path(p).filename().string(), **acc,
+                                     [](const std::string& m) { LogWarn(m); });
+        if (!r.ok()) return void(*rc = Fail(r.status().Annotate(p)));
+        std::printf("added %s to %s (%s, %s)\n", fs::path(p).filename().c_str(), k->str().c_str(),
+                    formats::FormatName(r->format), HumanBytes(r->size).c_str());
+      }
     });
   }
   // export
