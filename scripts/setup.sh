@@ -8,7 +8,7 @@ BUILD_PKGS=(build-essential cmake pkg-config ccache git
   libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev libfmt-dev
   clang clang-format)
 TEST_PKGS=(python3 python3-torch python3-numpy rsync attr zstd util-linux procps)
-BENCH_PKGS=(borgbackup restic squashfs-tools squashfuse git-lfs graphviz python3-matplotlib hyperfine time)
+BENCH_PKGS=(borgbackup python3-llfuse restic squashfs-tools squashfuse git-lfs graphviz python3-matplotlib hyperfine time)
 
 want=("${BUILD_PKGS[@]}" "${TEST_PKGS[@]}")
 if [[ "${1:-}" == "--bench" || "${LINEAGEFS_SETUP_BENCH:-0}" == 1 ]]; then
