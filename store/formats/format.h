@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "store/formats/dtype.h"
@@ -23,6 +24,11 @@ enum class Format : uint8_t {
   kSafetensorsIndex = 5,  // model.safetensors.index.json (a JSON file, noted for sharding)
 };
 const char* FormatName(Format f);
+
+// A header string for a log message: quoted, at most max_bytes of it, control
+// bytes, quotes and backslashes as \xNN (bytes >= 0x80 too unless keep_utf8),
+// so hostile names stay printable and short.
+std::string QuoteForLog(std::string_view s, size_t max_bytes = 80, bool keep_utf8 = false);
 
 class RandomAccess {
  public:

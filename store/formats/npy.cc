@@ -8,24 +8,7 @@ namespace {
 
 constexpr std::string_view kMagic("\x93NUMPY", 6);
 
-// Header strings go into log messages: keep them short and printable.
-std::string Quote(std::string_view s) {
-  constexpr size_t kMax = 40;
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out = "'";
-  for (size_t i = 0; i < s.size() && i < kMax; ++i) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (c < 0x20 || c >= 0x7f || c == '\\' || c == '\'') {
-      out += "\\x";
-      out += kHex[c >> 4];
-      out += kHex[c & 15];
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  if (s.size() > kMax) out += "...";
-  return out + "'";
-}
+std::string Quote(std::string_view s) { return QuoteForLog(s, 40); }
 
 // Strict reader of the header dict numpy writes, a Python literal such as
 //   {'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), }

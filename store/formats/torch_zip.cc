@@ -16,25 +16,7 @@
 namespace lfs::formats {
 namespace {
 
-// Hostile names may hold control bytes or be huge: keep log messages printable
-// and short.
-std::string Quote(std::string_view s) {
-  constexpr size_t kMax = 80;
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out = "'";
-  for (size_t i = 0; i < s.size() && i < kMax; ++i) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (c < 0x20 || c >= 0x7f || c == '\\' || c == '\'') {
-      out += "\\x";
-      out += kHex[c >> 4];
-      out += kHex[c & 15];
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  if (s.size() > kMax) out += "...";
-  return out + "'";
-}
+std::string Quote(std::string_view s) { return QuoteForLog(s); }
 
 Status Corrupt(const std::string& why) { return Status::Corruption("torch pickle: " + why); }
 Status Refuse(const std::string& why) { return Status::Unsupported("torch pickle: " + why); }

@@ -36,23 +36,7 @@ uint16_t LE16(std::string_view b, size_t pos) { return static_cast<uint16_t>(Loa
 uint32_t LE32(std::string_view b, size_t pos) { return static_cast<uint32_t>(LoadLE(b, pos, 4)); }
 uint64_t LE64(std::string_view b, size_t pos) { return LoadLE(b, pos, 8); }
 
-std::string Quote(std::string_view s) {
-  constexpr size_t kMax = 80;
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out = "'";
-  for (size_t i = 0; i < s.size() && i < kMax; ++i) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (c < 0x20 || c >= 0x7f || c == '\\' || c == '\'') {
-      out += "\\x";
-      out += kHex[c >> 4];
-      out += kHex[c & 15];
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  if (s.size() > kMax) out += "...";
-  return out + "'";
-}
+std::string Quote(std::string_view s) { return QuoteForLog(s); }
 
 Status Corrupt(const std::string& why) { return Status::Corruption("zip: " + why); }
 
