@@ -19,6 +19,7 @@
 #include "fs/namespace.h"
 #include "store/fsck.h"
 #include "store/objects.h"
+#include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
 
 namespace lfs::fs {
@@ -29,39 +30,7 @@ using lineage::Relation;
 using lineage::Version;
 using lineage::VersionKey;
 
-const Status& StatusOf(const Status& s) { return s; }
-template <typename T>
-const Status& StatusOf(const Result<T>& r) {
-  return r.status();
-}
-template <typename T>
-::testing::AssertionResult IsOk(const T& r) {
-  const Status& s = StatusOf(r);
-  if (s.ok()) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << s.ToString();
-}
-template <typename T>
-::testing::AssertionResult HasCode(const T& r, Status::Code c) {
-  const Status& s = StatusOf(r);
-  if (s.code() == c) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << "got " << (s.ok() ? "OK" : s.ToString()) << ", want "
-                                       << Status::CodeName(c);
-}
-#define ASSERT_OK(expr) ASSERT_TRUE(IsOk((expr))) << #expr
-#define EXPECT_OK(expr) EXPECT_TRUE(IsOk((expr))) << #expr
-#define EXPECT_CODE(expr, c) EXPECT_TRUE(HasCode((expr), ::lfs::Status::Code::c)) << #expr
-#define ASSERT_OK_AND_ASSIGN_IMPL(tmp, lhs, expr)                     \
-  auto tmp = (expr);                                                  \
-  ASSERT_TRUE(tmp.ok()) << #expr << ": " << tmp.status().ToString(); \
-  lhs = std::move(tmp).value()
-#define ASSERT_OK_AND_ASSIGN(lhs, expr) \
-  ASSERT_OK_AND_ASSIGN_IMPL(LFS_CONCAT(_res_, __LINE__), lhs, expr)
-
-std::string F32(const std::vector<float>& v) {
-  std::string s(v.size() * 4, '\0');
-  std::memcpy(s.data(), v.data(), s.size());
-  return s;
-}
+using ::lfs::testing::F32;
 
 std::string Safetensors(const std::vector<std::pair<std::string, std::vector<float>>>& ts) {
   nlohmann::ordered_json h = nlohmann::ordered_json::object();
@@ -78,7 +47,8 @@ std::string Safetensors(const std::vector<std::pair<std::string, std::vector<flo
   std::string js = h.dump();
   while (js.size() % 8) js.push_back(' ');
   std::string out(8, '\0');
-  for (int i = 0; i < 8; i++) out[i] = static_cast<char>(static_cast<uint64_t>(js.size()) >> (8 * i));
+  for (int i = 0; i < 8; i++)
+    out[i] = static_cast<char>(static_cast<uint64_t>(js.size()) >> (8 * i));
   return out + js + data;
 }
 
@@ -404,8 +374,8 @@ TEST_F(DraftsTest, OpenFlagsAndRefusals) {
     ASSERT_TRUE(ok) << n;
     ASSERT_OK(drafts_->Release(ok));
   }
-  EXPECT_EQ(FileNames(),
-            (std::set<std::string>{"exists", "open", "parents", "tensors.txt", "my.parent", "latest"}));
+  EXPECT_EQ(FileNames(), (std::set<std::string>{"exists", "open", "parents", "tensors.txt",
+                                                "my.parent", "latest"}));
   EXPECT_TRUE(StagingFiles().empty());
 }
 
@@ -496,7 +466,7 @@ TEST_F(DraftsTest, RecoverAfterCrashDuringCopyUpKeepsTheFile) {
     if (n.size() > 6 && n.substr(n.size() - 6) == ".spool") spool = dir_.path() + "/staging/" + n;
   }
   ASSERT_FALSE(spool.empty());
-  std::filesystem::resize_file(spool, 1 << 20);  // the copy-up got this far
+  std::filesystem::resize_file(spool, 1 << 20);                          // the copy-up got this far
   std::filesystem::remove(spool.substr(0, spool.size() - 6) + ".meta");  // and no sidecar yet
   ns_->SetDrafts(nullptr);
   LFS_ABANDON(h);

@@ -10,6 +10,7 @@
 #include "store/formats/npy.h"
 #include "store/formats/safetensors.h"
 #include "store/formats/torch_zip.h"
+#include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
 
 namespace lfs::fs {
@@ -24,40 +25,7 @@ using lineage::VersionKey;
 // ---------------------------------------------------------------------------
 // Helpers
 
-const Status& StatusOf(const Status& s) { return s; }
-template <typename T>
-const Status& StatusOf(const Result<T>& r) {
-  return r.status();
-}
-
-template <typename T>
-::testing::AssertionResult IsOk(const T& r) {
-  const Status& s = StatusOf(r);
-  if (s.ok()) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << s.ToString();
-}
-template <typename T>
-::testing::AssertionResult HasCode(const T& r, Status::Code c) {
-  const Status& s = StatusOf(r);
-  if (s.code() == c) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << "got " << (s.ok() ? "OK" : s.ToString()) << ", want "
-                                       << Status::CodeName(c);
-}
-#define ASSERT_OK(expr) ASSERT_TRUE(IsOk((expr))) << #expr
-#define EXPECT_OK(expr) EXPECT_TRUE(IsOk((expr))) << #expr
-#define EXPECT_CODE(expr, c) EXPECT_TRUE(HasCode((expr), ::lfs::Status::Code::c)) << #expr
-#define ASSERT_OK_AND_ASSIGN_IMPL(tmp, lhs, expr)                     \
-  auto tmp = (expr);                                                  \
-  ASSERT_TRUE(tmp.ok()) << #expr << ": " << tmp.status().ToString(); \
-  lhs = std::move(tmp).value()
-#define ASSERT_OK_AND_ASSIGN(lhs, expr) \
-  ASSERT_OK_AND_ASSIGN_IMPL(LFS_CONCAT(_res_, __LINE__), lhs, expr)
-
-std::string F32(const std::vector<float>& v) {
-  std::string s(v.size() * 4, '\0');
-  std::memcpy(s.data(), v.data(), s.size());
-  return s;
-}
+using ::lfs::testing::F32;
 // bf16 = the top half of an f32.
 std::string BF16(const std::vector<float>& v) {
   std::string s(v.size() * 2, '\0');
@@ -87,22 +55,23 @@ std::string Safetensors(const std::vector<TensorSpec>& ts) {
   uint64_t off = 0;
   std::string data;
   for (const auto& t : ts) {
-    h[t.name] = {{"dtype", t.dtype},
-                 {"shape", t.shape},
-                 {"data_offsets", {off, off + t.data.size()}}};
+    h[t.name] = {
+        {"dtype", t.dtype}, {"shape", t.shape}, {"data_offsets", {off, off + t.data.size()}}};
     off += t.data.size();
     data += t.data;
   }
   std::string js = h.dump();
   while (js.size() % 8) js.push_back(' ');
   std::string out(8, '\0');
-  for (int i = 0; i < 8; i++) out[i] = static_cast<char>(static_cast<uint64_t>(js.size()) >> (8 * i));
+  for (int i = 0; i < 8; i++)
+    out[i] = static_cast<char>(static_cast<uint64_t>(js.size()) >> (8 * i));
   return out + js + data;
 }
 
 Result<VersionKey> MakeVersion(Lineage& lin, const std::string& model, const std::string& name,
                                std::vector<ParentSpec> parents,
-                               const std::map<std::string, std::string>& files, bool commit = true) {
+                               const std::map<std::string, std::string>& files,
+                               bool commit = true) {
   Lineage::DraftOptions o;
   o.name = name;
   o.parents = std::move(parents);
@@ -176,12 +145,14 @@ class NamespaceTest : public ::testing::Test {
     }
     bf16_tensors_ = bf;
     bf16_st_ = Safetensors(bf);
-    ASSERT_OK_AND_ASSIGN(base_, MakeVersion(*lin_, "base", "v1", {},
-                                            {{"model.safetensors", base_st_}, {"config.json", cfg_}}));
+    ASSERT_OK_AND_ASSIGN(base_,
+                         MakeVersion(*lin_, "base", "v1", {},
+                                     {{"model.safetensors", base_st_}, {"config.json", cfg_}}));
     ASSERT_OK_AND_ASSIGN(ft_, MakeVersion(*lin_, "ft", "v1", {{base_, Relation::kFinetune}},
                                           {{"model.safetensors", ft_st_}, {"config.json", cfg_}}));
-    ASSERT_OK_AND_ASSIGN(bf16_, MakeVersion(*lin_, "base-bf16", "v1", {{base_, Relation::kQuantize}},
-                                            {{"model.safetensors", bf16_st_}}));
+    ASSERT_OK_AND_ASSIGN(bf16_,
+                         MakeVersion(*lin_, "base-bf16", "v1", {{base_, Relation::kQuantize}},
+                                     {{"model.safetensors", bf16_st_}}));
   }
   void Open() {
     ns_.reset();
@@ -273,8 +244,8 @@ TEST_F(NamespaceTest, VersionFolderParentAndChildren) {
                                                    "parent", "tensors", "views"}));
   EXPECT_EQ(ft.size(), 6u);
   ASSERT_OK_AND_ASSIGN(auto base, ns_->ReadDir("/base/v1"));
-  EXPECT_EQ(EntryNames(base), (std::set<std::string>{"children", "config.json",
-                                                     "model.safetensors", "tensors", "views"}));
+  EXPECT_EQ(EntryNames(base), (std::set<std::string>{"children", "config.json", "model.safetensors",
+                                                     "tensors", "views"}));
   ASSERT_OK_AND_ASSIGN(Attr va, ns_->GetAttr("/ft/v1"));
   EXPECT_TRUE(S_ISDIR(va.mode));
   EXPECT_EQ(va.mode & 0777, 0555u);  // committed
@@ -316,8 +287,8 @@ TEST_F(NamespaceTest, VersionFolderParentAndChildren) {
   EXPECT_EQ(EntryNames(no_kids), (std::set<std::string>{"ftft@v1"}));
 
   // A merge: parent and parent.1.
-  ASSERT_OK(MakeVersion(*lin_, "merged", "v1",
-                        {{ft_, Relation::kMerge}, {bf16_, Relation::kMerge}}, {}));
+  ASSERT_OK(
+      MakeVersion(*lin_, "merged", "v1", {{ft_, Relation::kMerge}, {bf16_, Relation::kMerge}}, {}));
   ASSERT_OK_AND_ASSIGN(auto mv, ns_->ReadDir("/merged/v1"));
   EXPECT_TRUE(EntryNames(mv).count("parent"));
   EXPECT_TRUE(EntryNames(mv).count("parent.1"));
@@ -338,8 +309,8 @@ TEST_F(NamespaceTest, TensorFolders) {
             (std::vector<std::string>{"encoder", "layer", "0", "q.weight.safetensors"}));
 
   ASSERT_OK_AND_ASSIGN(auto t, ns_->ReadDir("/base/v1/tensors"));
-  EXPECT_EQ(EntryNames(t), (std::set<std::string>{"embed.weight.npy", "encoder",
-                                                  "lm_head.bias.npy", "step.npy"}));
+  EXPECT_EQ(EntryNames(t),
+            (std::set<std::string>{"embed.weight.npy", "encoder", "lm_head.bias.npy", "step.npy"}));
   ASSERT_OK_AND_ASSIGN(auto enc, ns_->ReadDir("/base/v1/tensors/encoder"));
   EXPECT_EQ(EntryNames(enc), (std::set<std::string>{"layer"}));
   ASSERT_OK_AND_ASSIGN(auto layer, ns_->ReadDir("/base/v1/tensors/encoder/layer"));
@@ -413,10 +384,30 @@ TEST_F(NamespaceTest, NpyFilesAreNumpyHeaderPlusData) {
     std::vector<int64_t> dims;
   };
   std::vector<Case> cases = {
-      {"/base/v1/tensors/embed.weight.npy", "<f4", "(4, 3)", F32(Iota(12)), formats::DType::kF32, {4, 3}},
-      {"/base/v1/tensors/lm_head.bias.npy", "<f4", "(3,)", F32({0.5f, -0.5f, 1.5f}), formats::DType::kF32, {3}},
-      {"/base/v1/tensors/step.npy", "<i8", "()", std::string("\x2a\0\0\0\0\0\0\0", 8), formats::DType::kI64, {}},
-      {"/ft/v1/tensors/encoder/layer/0/attn.weight.npy", "<f4", "(2, 2)", F32(Iota(4, 100.5f)), formats::DType::kF32, {2, 2}},
+      {"/base/v1/tensors/embed.weight.npy",
+       "<f4",
+       "(4, 3)",
+       F32(Iota(12)),
+       formats::DType::kF32,
+       {4, 3}},
+      {"/base/v1/tensors/lm_head.bias.npy",
+       "<f4",
+       "(3,)",
+       F32({0.5f, -0.5f, 1.5f}),
+       formats::DType::kF32,
+       {3}},
+      {"/base/v1/tensors/step.npy",
+       "<i8",
+       "()",
+       std::string("\x2a\0\0\0\0\0\0\0", 8),
+       formats::DType::kI64,
+       {}},
+      {"/ft/v1/tensors/encoder/layer/0/attn.weight.npy",
+       "<f4",
+       "(2, 2)",
+       F32(Iota(4, 100.5f)),
+       formats::DType::kF32,
+       {2, 2}},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.path);
@@ -425,7 +416,8 @@ TEST_F(NamespaceTest, NpyFilesAreNumpyHeaderPlusData) {
     EXPECT_EQ(b.substr(0, 6), "\x93NUMPY");
     EXPECT_EQ(b[6], 1);
     EXPECT_EQ(b[7], 0);
-    size_t hlen = static_cast<uint8_t>(b[8]) | (static_cast<size_t>(static_cast<uint8_t>(b[9])) << 8);
+    size_t hlen =
+        static_cast<uint8_t>(b[8]) | (static_cast<size_t>(static_cast<uint8_t>(b[9])) << 8);
     ASSERT_LE(10 + hlen, b.size());
     EXPECT_EQ((10 + hlen) % 64, 0u) << "data is 64-byte aligned";
     std::string dict = b.substr(10, hlen);
@@ -467,8 +459,8 @@ TEST_F(NamespaceTest, Bf16TensorsAreSafetensorsFiles) {
 
 TEST_F(NamespaceTest, WholeCheckpointViews) {
   for (const auto& [version, tensors] :
-       std::vector<std::pair<std::string, std::vector<TensorSpec>>>{{"/base/v1", base_tensors_},
-                                                                    {"/base-bf16/v1", bf16_tensors_}}) {
+       std::vector<std::pair<std::string, std::vector<TensorSpec>>>{
+           {"/base/v1", base_tensors_}, {"/base-bf16/v1", bf16_tensors_}}) {
     SCOPED_TRACE(version);
     ASSERT_OK_AND_ASSIGN(auto views, ns_->ReadDir(version + "/views"));
     EXPECT_EQ(EntryNames(views), (std::set<std::string>{"model.pt"}));
@@ -582,8 +574,8 @@ TEST_F(NamespaceTest, MissingPathsAndWrongKinds) {
   for (const char* p : {"/nope", "/base/v9", "/base/v1/nope", "/base/v1/tensors/nope.npy",
                         "/base/v1/tensors/encoder/nope", "/base/v1/tensors/encoder/layer/7/x.npy",
                         "/base/v1/views/nope.pt", "/base/v1/views/model.pt/x",
-                        "/base/v1/children/nope@v1", "/base/v1/children/ft@v1/x",
-                        "/base/v1/parent", "/ft/v1/parent.1", "/ft/v1/parent.x", "/base/latest/x",
+                        "/base/v1/children/nope@v1", "/base/v1/children/ft@v1/x", "/base/v1/parent",
+                        "/ft/v1/parent.1", "/ft/v1/parent.x", "/base/latest/x",
                         "/base/v1/views/model.safetensors", "/config.json", "/base/config.json"}) {
     EXPECT_CODE(ns_->GetAttr(p), kNotFound) << p;
     EXPECT_CODE(ns_->ReadDir(p), kNotFound) << p;
@@ -637,8 +629,12 @@ TEST_F(NamespaceTest, LocateForTheWriteSide) {
 
 TEST_F(NamespaceTest, ReservedOriginalNamesAreShownWithSuffix) {
   ASSERT_OK(MakeVersion(*lin_, "odd", "v1", {},
-                        {{"tensors", "a"}, {"parent", "b"}, {"parent.3", "c"}, {"children", "d"},
-                         {"views", "e"}, {"parents", "f"}}));
+                        {{"tensors", "a"},
+                         {"parent", "b"},
+                         {"parent.3", "c"},
+                         {"children", "d"},
+                         {"views", "e"},
+                         {"parents", "f"}}));
   ASSERT_OK_AND_ASSIGN(auto es, ns_->ReadDir("/odd/v1"));
   EXPECT_EQ(EntryNames(es),
             (std::set<std::string>{"tensors~orig", "parent~orig", "parent.3~orig", "children~orig",
@@ -719,11 +715,14 @@ TEST_F(NamespaceTest, HostileTensorNames) {
   names.push_back(dots);
   std::vector<TensorSpec> ts;
   for (size_t i = 0; i < names.size(); i++) {
-    ts.push_back({names[i], i % 3 == 0 ? "BF16" : "F32", {1},
+    ts.push_back({names[i],
+                  i % 3 == 0 ? "BF16" : "F32",
+                  {1},
                   i % 3 == 0 ? BF16({static_cast<float>(i)}) : F32({static_cast<float>(i)})});
   }
   std::string st = Safetensors(ts);
-  ASSERT_OK_AND_ASSIGN(VersionKey k, MakeVersion(*lin_, "evil", "v1", {}, {{"model.safetensors", st}}));
+  ASSERT_OK_AND_ASSIGN(VersionKey k,
+                       MakeVersion(*lin_, "evil", "v1", {}, {{"model.safetensors", st}}));
   ASSERT_OK_AND_ASSIGN(Version v, lin_->GetVersion(k));
   ASSERT_OK_AND_ASSIGN(auto idx, lin_->TensorIndex(v));
   ASSERT_EQ(idx.size(), names.size()) << "every name was ingested as a tensor";
@@ -740,7 +739,8 @@ TEST_F(NamespaceTest, HostileTensorNames) {
     for (bool npy : {true, false}) {
       auto comps = TensorPathComponents(n, npy);
       ASSERT_FALSE(comps.empty());
-      for (const auto& c : comps) check_component(c, "TensorPathComponents of a " + std::to_string(n.size()) + "-byte name");
+      for (const auto& c : comps)
+        check_component(c, "TensorPathComponents of a " + std::to_string(n.size()) + "-byte name");
     }
   }
   std::vector<std::pair<std::string, Attr>> all;

@@ -18,6 +18,7 @@
 #include "store/formats/safetensors.h"
 #include "store/fsck.h"
 #include "store/objects.h"
+#include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
 
 namespace lfs::lineage {
@@ -26,40 +27,7 @@ namespace {
 // ---------------------------------------------------------------------------
 // Helpers
 
-const Status& StatusOf(const Status& s) { return s; }
-template <typename T>
-const Status& StatusOf(const Result<T>& r) {
-  return r.status();
-}
-
-template <typename T>
-::testing::AssertionResult IsOk(const T& r) {
-  const Status& s = StatusOf(r);
-  if (s.ok()) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << s.ToString();
-}
-template <typename T>
-::testing::AssertionResult HasCode(const T& r, Status::Code c) {
-  const Status& s = StatusOf(r);
-  if (s.code() == c) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << "got " << (s.ok() ? "OK" : s.ToString()) << ", want "
-                                       << Status::CodeName(c);
-}
-#define ASSERT_OK(expr) ASSERT_TRUE(IsOk((expr))) << #expr
-#define EXPECT_OK(expr) EXPECT_TRUE(IsOk((expr))) << #expr
-#define EXPECT_CODE(expr, c) EXPECT_TRUE(HasCode((expr), ::lfs::Status::Code::c)) << #expr
-#define ASSERT_OK_AND_ASSIGN_IMPL(tmp, lhs, expr)                     \
-  auto tmp = (expr);                                                  \
-  ASSERT_TRUE(tmp.ok()) << #expr << ": " << tmp.status().ToString(); \
-  lhs = std::move(tmp).value()
-#define ASSERT_OK_AND_ASSIGN(lhs, expr) \
-  ASSERT_OK_AND_ASSIGN_IMPL(LFS_CONCAT(_res_, __LINE__), lhs, expr)
-
-std::string F32(const std::vector<float>& v) {
-  std::string s(v.size() * 4, '\0');
-  std::memcpy(s.data(), v.data(), s.size());
-  return s;
-}
+using ::lfs::testing::F32;
 
 std::vector<float> WeightLike(size_t n, uint32_t seed, float scale = 0.02f) {
   std::mt19937 rng(seed);
@@ -82,16 +50,16 @@ std::string Safetensors(const std::vector<TensorSpec>& ts) {
   uint64_t off = 0;
   std::string data;
   for (const auto& t : ts) {
-    h[t.name] = {{"dtype", t.dtype},
-                 {"shape", t.shape},
-                 {"data_offsets", {off, off + t.data.size()}}};
+    h[t.name] = {
+        {"dtype", t.dtype}, {"shape", t.shape}, {"data_offsets", {off, off + t.data.size()}}};
     off += t.data.size();
     data += t.data;
   }
   std::string js = h.dump();
   while (js.size() % 8) js.push_back(' ');
   std::string out(8, '\0');
-  for (int i = 0; i < 8; i++) out[i] = static_cast<char>(static_cast<uint64_t>(js.size()) >> (8 * i));
+  for (int i = 0; i < 8; i++)
+    out[i] = static_cast<char>(static_cast<uint64_t>(js.size()) >> (8 * i));
   return out + js + data;
 }
 
@@ -199,16 +167,16 @@ TEST(LineageNamesTest, ValidateNameRefusals) {
   for (const auto& n : bad) {
     EXPECT_CODE(ValidateName("model", n), kInvalidArgument);
   }
-  for (const std::string n : {"a", "...", ".hidden", "a.b", "bert-base_v2", "ünïcødé", "a b",
-                              "@x", "latest"}) {
+  for (const std::string n :
+       {"a", "...", ".hidden", "a.b", "bert-base_v2", "ünïcødé", "a b", "@x", "latest"}) {
     EXPECT_OK(ValidateName("model", n));
   }
   EXPECT_OK(ValidateName("model", std::string(255, 'x')));
 }
 
 TEST(LineageNamesTest, ParseRelationAndNames) {
-  for (Relation r : {Relation::kFinetune, Relation::kQuantize, Relation::kPrune,
-                     Relation::kDistill, Relation::kAdapter, Relation::kMerge, Relation::kOther}) {
+  for (Relation r : {Relation::kFinetune, Relation::kQuantize, Relation::kPrune, Relation::kDistill,
+                     Relation::kAdapter, Relation::kMerge, Relation::kOther}) {
     auto back = ParseRelation(RelationName(r));
     ASSERT_TRUE(back.has_value()) << RelationName(r);
     EXPECT_EQ(*back, r);
@@ -266,8 +234,7 @@ TEST_F(LineageTest, RenameModelCarriesVersionsAndEdges) {
   ASSERT_OK_AND_ASSIGN(VersionKey b1, MakeVersion(*lin_, "base", "v1", {}, {{"f", "one"}}));
   ASSERT_OK_AND_ASSIGN(VersionKey b2, MakeVersion(*lin_, "base", "v2", {P(b1)}, {{"f", "two"}}));
   ASSERT_OK_AND_ASSIGN(VersionKey f1, MakeVersion(*lin_, "ft", "v1", {P(b1)}, {{"f", "three"}}));
-  ASSERT_OK_AND_ASSIGN(VersionKey q1,
-                       MakeVersion(*lin_, "q", "v1", {P(b2, Relation::kQuantize)}));
+  ASSERT_OK_AND_ASSIGN(VersionKey q1, MakeVersion(*lin_, "q", "v1", {P(b2, Relation::kQuantize)}));
   ASSERT_OK(lin_->Tag("base", "prod", "v1"));
   ASSERT_OK_AND_ASSIGN(Version b1v, lin_->GetVersion(b1));
   ASSERT_OK_AND_ASSIGN(Version b2v, lin_->GetVersion(b2));
@@ -535,11 +502,9 @@ TEST_F(LineageTest, ParentRefusals) {
   Lineage::DraftOptions o;
   // Missing parent.
   o.parents = {P({"base", "v9"})};
-  EXPECT_CODE(lin_->CreateDraft("ft", Opts(o.parents, true)),
-              kInvalidArgument);
+  EXPECT_CODE(lin_->CreateDraft("ft", Opts(o.parents, true)), kInvalidArgument);
   o.parents = {P({"ghost", "v1"})};
-  EXPECT_CODE(lin_->CreateDraft("ft", Opts(o.parents, true)),
-              kInvalidArgument);
+  EXPECT_CODE(lin_->CreateDraft("ft", Opts(o.parents, true)), kInvalidArgument);
   // A refused draft left nothing behind (not even the model it would create).
   EXPECT_CODE(lin_->GetModel("ft"), kNotFound);
   // Draft parent.
@@ -722,11 +687,12 @@ TEST_F(LineageTest, RemovingVersionsReleasesFilesAndGcReclaims) {
   std::mt19937 rng(9);
   std::string generic(300000, '\0');
   for (auto& c : generic) c = static_cast<char>(rng());
-  ASSERT_OK_AND_ASSIGN(VersionKey a,
-                       MakeVersion(*lin_, "m", "v1", {}, {{"model.safetensors", big}, {"blob", generic}}));
+  ASSERT_OK_AND_ASSIGN(VersionKey a, MakeVersion(*lin_, "m", "v1", {},
+                                                 {{"model.safetensors", big}, {"blob", generic}}));
   ASSERT_OK_AND_ASSIGN(VersionKey b, MakeVersion(*lin_, "m", "v2", {P(a)},
                                                  {{"model.safetensors", big2}, {"blob", generic}}));
-  ASSERT_OK_AND_ASSIGN(VersionKey c, MakeVersion(*lin_, "n", "v1", {}, {{"copy.safetensors", big}}));
+  ASSERT_OK_AND_ASSIGN(VersionKey c,
+                       MakeVersion(*lin_, "n", "v1", {}, {{"copy.safetensors", big}}));
   ExpectFsckClean();
   // Removing one user of shared content keeps the others readable.
   ASSERT_OK(lin_->RemoveVersion(a, true));
@@ -808,13 +774,15 @@ TEST_F(LineageTest, LatestSkipsDrafts) {
 
 TEST_F(LineageTest, StaleReasons) {
   ASSERT_OK_AND_ASSIGN(VersionKey b1, MakeVersion(*lin_, "base", std::nullopt, {}, {{"f", "b1"}}));
-  ASSERT_OK_AND_ASSIGN(VersionKey f1, MakeVersion(*lin_, "ft", std::nullopt, {P(b1)}, {{"f", "f1"}}));
+  ASSERT_OK_AND_ASSIGN(VersionKey f1,
+                       MakeVersion(*lin_, "ft", std::nullopt, {P(b1)}, {{"f", "f1"}}));
   ASSERT_OK_AND_ASSIGN(VersionKey g1,
                        MakeVersion(*lin_, "ftft", std::nullopt, {P(f1)}, {{"f", "g1"}}));
   ASSERT_OK_AND_ASSIGN(auto s, lin_->StaleReasons(f1));
   EXPECT_TRUE(s.empty());
   // A draft of the base does not make anything stale.
-  ASSERT_OK_AND_ASSIGN(VersionKey b2, MakeVersion(*lin_, "base", std::nullopt, {}, {{"f", "b2"}}, false));
+  ASSERT_OK_AND_ASSIGN(VersionKey b2,
+                       MakeVersion(*lin_, "base", std::nullopt, {}, {{"f", "b2"}}, false));
   ASSERT_OK_AND_ASSIGN(s, lin_->StaleReasons(f1));
   EXPECT_TRUE(s.empty());
   ASSERT_OK(lin_->Commit(b2));
@@ -835,7 +803,7 @@ TEST_F(LineageTest, StaleReasons) {
   EXPECT_EQ(s[0].ancestor, f1);
   EXPECT_EQ(s[0].newer, "v2");
   EXPECT_EQ(s[1].ancestor, b1);
-  EXPECT_EQ(s[1].newer, "v3");  // the newest committed one
+  EXPECT_EQ(s[1].newer, "v3");                             // the newest committed one
   EXPECT_CODE(lin_->StaleReasons({"base", "nope"}), kOk);  // unknown: no ancestors
 }
 
@@ -881,15 +849,14 @@ TEST_F(LineageTest, AncestorsAndDescendantsWithMerge) {
 }
 
 TEST_F(LineageTest, TensorIndexAcrossTwoFiles) {
-  std::string s1 = Safetensors({{"embed.weight", "F32", {2, 2}, F32({1, 2, 3, 4})},
-                                {"shared", "F32", {1}, F32({7})}});
-  std::string s2 = Safetensors({{"lm_head.weight", "F16", {3}, std::string(6, '\1')},
-                                {"shared", "F32", {2}, F32({8, 9})}});
-  ASSERT_OK_AND_ASSIGN(VersionKey k,
-                       MakeVersion(*lin_, "m", "v1", {},
-                                   {{"model-00001-of-00002.safetensors", s1},
-                                    {"model-00002-of-00002.safetensors", s2},
-                                    {"config.json", R"({"a": 1})"}}));
+  std::string s1 = Safetensors(
+      {{"embed.weight", "F32", {2, 2}, F32({1, 2, 3, 4})}, {"shared", "F32", {1}, F32({7})}});
+  std::string s2 = Safetensors(
+      {{"lm_head.weight", "F16", {3}, std::string(6, '\1')}, {"shared", "F32", {2}, F32({8, 9})}});
+  ASSERT_OK_AND_ASSIGN(VersionKey k, MakeVersion(*lin_, "m", "v1", {},
+                                                 {{"model-00001-of-00002.safetensors", s1},
+                                                  {"model-00002-of-00002.safetensors", s2},
+                                                  {"config.json", R"({"a": 1})"}}));
   ASSERT_OK_AND_ASSIGN(Version v, lin_->GetVersion(k));
   ASSERT_OK_AND_ASSIGN(auto idx, lin_->TensorIndex(v));
   std::set<std::string> names;
@@ -905,9 +872,9 @@ TEST_F(LineageTest, TensorIndexAcrossTwoFiles) {
   // The tensor bytes are reachable through the index.
   ASSERT_OK_AND_ASSIGN(TensorObject t, LoadTensor(*store_, idx.at("embed.weight").object));
   std::string got(16, '\0');
-  ASSERT_OK_AND_ASSIGN(size_t n, ObjectReader::ReadTensor(*store_, t,
-                                                          idx.at("embed.weight").object_offset,
-                                                          16, got.data()));
+  ASSERT_OK_AND_ASSIGN(
+      size_t n,
+      ObjectReader::ReadTensor(*store_, t, idx.at("embed.weight").object_offset, 16, got.data()));
   EXPECT_EQ(n, 16u);
   EXPECT_EQ(got, F32({1, 2, 3, 4}));
   // Files read back byte-exact.
@@ -943,14 +910,14 @@ TEST_F(LineageTest, DiffKindsAndStatistics) {
                                {"reshaped", "F32", {4}, F32({1, 2, 3, 4})},
                                {"retyped", "F16", {2}, std::string(4, '\0')},
                                {"ints", "I32", {3}, std::string("\1\0\0\0\7\0\0\0\1\0\0\0", 12)}});
-  ASSERT_OK_AND_ASSIGN(VersionKey ka, MakeVersion(*lin_, "m", "a", {},
-                                                  {{"model.safetensors", a},
-                                                   {"config.json", "{}"},
-                                                   {"README", "old"}}));
-  ASSERT_OK_AND_ASSIGN(VersionKey kb, MakeVersion(*lin_, "m", "b", {P(ka)},
-                                                  {{"model.safetensors", b},
-                                                   {"config.json", "{}"},
-                                                   {"extra.txt", "new file"}}));
+  ASSERT_OK_AND_ASSIGN(
+      VersionKey ka,
+      MakeVersion(*lin_, "m", "a", {},
+                  {{"model.safetensors", a}, {"config.json", "{}"}, {"README", "old"}}));
+  ASSERT_OK_AND_ASSIGN(
+      VersionKey kb,
+      MakeVersion(*lin_, "m", "b", {P(ka)},
+                  {{"model.safetensors", b}, {"config.json", "{}"}, {"extra.txt", "new file"}}));
   ASSERT_OK_AND_ASSIGN(Version va, lin_->GetVersion(ka));
   ASSERT_OK_AND_ASSIGN(Version vb, lin_->GetVersion(kb));
   ASSERT_OK_AND_ASSIGN(DiffResult d, Diff(*lin_, va, vb));
@@ -1028,10 +995,16 @@ TEST_F(LineageTest, DiffStatisticsOverManyPieces) {
   y[0] += 0.25f;
   y[n - 1] -= 2.0f;
   y[n / 2] += 1.0f;
-  ASSERT_OK_AND_ASSIGN(VersionKey ka, MakeVersion(*lin_, "m", "a", {},
-                                                  {{"m.safetensors", Safetensors({{"w", "F32", {static_cast<int64_t>(n)}, F32(x)}})}}));
-  ASSERT_OK_AND_ASSIGN(VersionKey kb, MakeVersion(*lin_, "m", "b", {P(ka)},
-                                                  {{"m.safetensors", Safetensors({{"w", "F32", {static_cast<int64_t>(n)}, F32(y)}})}}));
+  ASSERT_OK_AND_ASSIGN(
+      VersionKey ka,
+      MakeVersion(
+          *lin_, "m", "a", {},
+          {{"m.safetensors", Safetensors({{"w", "F32", {static_cast<int64_t>(n)}, F32(x)}})}}));
+  ASSERT_OK_AND_ASSIGN(
+      VersionKey kb,
+      MakeVersion(
+          *lin_, "m", "b", {P(ka)},
+          {{"m.safetensors", Safetensors({{"w", "F32", {static_cast<int64_t>(n)}, F32(y)}})}}));
   ASSERT_OK_AND_ASSIGN(Version va, lin_->GetVersion(ka));
   ASSERT_OK_AND_ASSIGN(Version vb, lin_->GetVersion(kb));
   ASSERT_OK_AND_ASSIGN(DiffResult d, Diff(*lin_, va, vb));
@@ -1068,8 +1041,10 @@ TEST(LineageDiffTest, ElementAsDouble) {
 TEST_F(LineageTest, UsageOfChildSharingEverything) {
   std::string ck = Safetensors({{"w", "F32", {200000}, F32(WeightLike(200000, 11))},
                                 {"b", "F32", {100}, F32(WeightLike(100, 12))}});
-  ASSERT_OK_AND_ASSIGN(VersionKey p, MakeVersion(*lin_, "base", "v1", {}, {{"model.safetensors", ck}}));
-  ASSERT_OK_AND_ASSIGN(VersionKey c, MakeVersion(*lin_, "ft", "v1", {P(p)}, {{"model.safetensors", ck}}));
+  ASSERT_OK_AND_ASSIGN(VersionKey p,
+                       MakeVersion(*lin_, "base", "v1", {}, {{"model.safetensors", ck}}));
+  ASSERT_OK_AND_ASSIGN(VersionKey c,
+                       MakeVersion(*lin_, "ft", "v1", {P(p)}, {{"model.safetensors", ck}}));
   ASSERT_OK_AND_ASSIGN(UsageReport u, ComputeUsage(*lin_));
   ASSERT_EQ(u.versions.size(), 2u);
   const VersionUsage* up = nullptr;
@@ -1089,7 +1064,8 @@ TEST_F(LineageTest, UsageOfChildSharingEverything) {
   // A third version with a changed tensor owns something.
   std::string ck2 = Safetensors({{"w", "F32", {200000}, F32(WeightLike(200000, 13))},
                                  {"b", "F32", {100}, F32(WeightLike(100, 12))}});
-  ASSERT_OK_AND_ASSIGN(VersionKey o, MakeVersion(*lin_, "other", "v1", {}, {{"model.safetensors", ck2}}));
+  ASSERT_OK_AND_ASSIGN(VersionKey o,
+                       MakeVersion(*lin_, "other", "v1", {}, {{"model.safetensors", ck2}}));
   ASSERT_OK_AND_ASSIGN(u, ComputeUsage(*lin_));
   ASSERT_EQ(u.versions.size(), 3u);
   for (const auto& v : u.versions) {
@@ -1130,10 +1106,12 @@ TEST_F(LineageTest, FineTunedChildIsDeltaEncoded) {
   std::string cs = Safetensors({{"layer.weight", "F32", {1024, 1024}, F32(child)}});
 
   uint64_t p0 = PackBytes(*store_);
-  ASSERT_OK_AND_ASSIGN(VersionKey pk, MakeVersion(*lin_, "base", "v1", {}, {{"model.safetensors", ps}}));
+  ASSERT_OK_AND_ASSIGN(VersionKey pk,
+                       MakeVersion(*lin_, "base", "v1", {}, {{"model.safetensors", ps}}));
   uint64_t p1 = PackBytes(*store_);
   ASSERT_OK_AND_ASSIGN(Version cd, lin_->CreateDraft("ft", Opts({P(pk)}, true)));
-  ASSERT_OK_AND_ASSIGN(IngestedFile f, lin_->AddFile(cd.key, "model.safetensors", formats::MemoryAccess(cs)));
+  ASSERT_OK_AND_ASSIGN(IngestedFile f,
+                       lin_->AddFile(cd.key, "model.safetensors", formats::MemoryAccess(cs)));
   ASSERT_OK(lin_->Commit(cd.key));
   uint64_t p2 = PackBytes(*store_);
   EXPECT_EQ(f.format, formats::Format::kSafetensors);
@@ -1207,7 +1185,8 @@ TEST(LineageConcurrencyTest, ForkedWriterNeverExposesHalfBuiltVersions) {
         std::string st = Safetensors({{"w", "F32", {4096}, F32(w)}});
         std::string cfg = "{\"step\": " + std::to_string(i) + "}";
         if (!lin.AddFile(d->key, "model.safetensors", formats::MemoryAccess(st)).ok()) rc = 12;
-        if (rc == 0 && !lin.AddFile(d->key, "config.json", formats::MemoryAccess(cfg)).ok()) rc = 13;
+        if (rc == 0 && !lin.AddFile(d->key, "config.json", formats::MemoryAccess(cfg)).ok())
+          rc = 13;
         if (rc == 0 && !lin.Commit(d->key).ok()) rc = 14;
         prev = d->key;
       }
@@ -1236,7 +1215,8 @@ TEST(LineageConcurrencyTest, ForkedWriterNeverExposesHalfBuiltVersions) {
       ASSERT_EQ(v.files.size(), 2u) << v.key.str() << " committed with missing files";
       for (const auto& [name, fe] : v.files) {
         std::string bytes = ReadAll(store, fe.digest);
-        ASSERT_EQ(bytes.size(), fe.size) << v.key.str() << "/" << name << ": " << bytes.substr(0, 100);
+        ASSERT_EQ(bytes.size(), fe.size)
+            << v.key.str() << "/" << name << ": " << bytes.substr(0, 100);
         ASSERT_EQ(Digest::Of(bytes), fe.digest) << v.key.str() << "/" << name;
       }
       auto idx = lin.TensorIndex(v);
@@ -1366,7 +1346,9 @@ void BuildAndTime(int n_versions, int n_models, uint32_t seed, ScaleTimes* out) 
   // Two versions with real files for the diff.
   std::vector<TensorSpec> ts;
   for (int t = 0; t < 200; t++) {
-    ts.push_back({"layers." + std::to_string(t) + ".weight", "F32", {256},
+    ts.push_back({"layers." + std::to_string(t) + ".weight",
+                  "F32",
+                  {256},
                   F32(WeightLike(256, static_cast<uint32_t>(t)))});
   }
   std::string fa = Safetensors(ts);
@@ -1438,8 +1420,9 @@ TEST(LineageScaleTest, ScaleTenThousandVersions) {
   if (HasFatalFailure()) return;
   auto row = [](const char* what, double a, double b, size_t na = 0, size_t nb = 0) {
     std::cout << "[ scale    ] " << what << ": " << a << " us (100 versions"
-              << (na ? ", n=" + std::to_string(na) : "") << ") vs " << b << " us (" << "large"
-              << (nb ? ", n=" + std::to_string(nb) : "") << "), ratio " << (b / a) << "\n";
+              << (na ? ", n=" + std::to_string(na) : "") << ") vs " << b << " us ("
+              << "large" << (nb ? ", n=" + std::to_string(nb) : "") << "), ratio " << (b / a)
+              << "\n";
   };
   std::cout << "[ scale    ] stores in " << large.where << "\n";
   std::cout << "[ scale    ] build: " << small.build_s << " s for 100 versions, " << large.build_s
