@@ -83,6 +83,22 @@ ModelCard ReadModelCard(const fs::path& dir) {
   return card;
 }
 
+// Streams a stored file to out, checking the bytes against the file's digest.
+Status CopyOut(Store& store, const lineage::FileEntry& fe, FILE* out, const std::string& what) {
+  LFS_ASSIGN_OR_RETURN(auto reader, FileReader::Open(store, fe.digest));
+  std::string buf(4 << 20, '\0');
+  Hasher h;
+  for (uint64_t off = 0; off < fe.size;) {
+    LFS_ASSIGN_OR_RETURN(size_t n, reader->ReadAt(off, buf.size(), buf.data()));
+    if (n == 0) return Status::Corruption(what + " is shorter than recorded");
+    h.Update(buf.data(), n);
+    if (std::fwrite(buf.data(), 1, n, out) != n) return Status::IOError("write error on " + what);
+    off += n;
+  }
+  if (h.Finish() != fe.digest) return Status::Corruption(what + " does not match its digest");
+  return Status::OK();
+}
+
 struct ImportRequest {
   std::string path;
   std::string model;
@@ -346,31 +362,13 @@ void RegisterStoreCommands(CLI::App& app, int* rc) {
       std::error_code ec;
       fs::create_directories(*dest, ec);
       if (ec) return void(*rc = Fail("cannot create " + *dest + ": " + ec.message()));
-      std::string buf(4 << 20, '\0');
       for (const auto& [name, fe] : v->files) {
-        auto r = FileReader::Open(*o->store, fe.digest);
-        if (!r.ok()) return void(*rc = Fail(r.status()));
         std::string path = *dest + "/" + name;
         FILE* out = std::fopen(path.c_str(), "wbe");
         if (!out) return void(*rc = Fail("cannot write " + path));
-        Hasher h;
-        for (uint64_t off = 0; off < fe.size;) {
-          auto n = (*r)->ReadAt(off, buf.size(), buf.data());
-          if (!n.ok() || *n == 0) {
-            std::fclose(out);
-            return void(*rc = Fail(n.ok() ? Status::Corruption("short file") : n.status()));
-          }
-          h.Update(buf.data(), *n);
-          if (std::fwrite(buf.data(), 1, *n, out) != *n) {
-            std::fclose(out);
-            return void(*rc = Fail("write error on " + path));
-          }
-          off += *n;
-        }
-        if (std::fclose(out) != 0) return void(*rc = Fail("write error on " + path));
-        if (h.Finish() != fe.digest) {
-          return void(*rc = Fail("exported " + name + " does not match its digest"));
-        }
+        Status st = CopyOut(*o->store, fe, out, path);
+        if (std::fclose(out) != 0 && st.ok()) st = Status::IOError("write error on " + path);
+        if (!st.ok()) return void(*rc = Fail(st));
       }
       std::printf("exported %s (%zu files) to %s\n", k->str().c_str(), v->files.size(),
                   dest->c_str());
@@ -393,16 +391,8 @@ void RegisterStoreCommands(CLI::App& app, int* rc) {
       if (!v.ok()) return void(*rc = Fail(v.status()));
       auto it = v->files.find(*file);
       if (it == v->files.end()) return void(*rc = Fail(k->str() + " has no file " + *file));
-      auto r = FileReader::Open(*o->store, it->second.digest);
-      if (!r.ok()) return void(*rc = Fail(r.status()));
-      std::string buf(4 << 20, '\0');
-      for (uint64_t off = 0; off < it->second.size;) {
-        auto n = (*r)->ReadAt(off, buf.size(), buf.data());
-        if (!n.ok()) return void(*rc = Fail(n.status()));
-        if (*n == 0) break;
-        if (std::fwrite(buf.data(), 1, *n, stdout) != *n) return void(*rc = kExitFailure);
-        off += *n;
-      }
+      Status st = CopyOut(*o->store, it->second, stdout, k->str() + "/" + *file);
+      if (!st.ok()) return void(*rc = Fail(st));
     });
   }
   // fsck
