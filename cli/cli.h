@@ -29,7 +29,6 @@ int Fail(const Status& s);
 int Fail(const std::string& message);
 
 std::string HumanBytes(uint64_t n);
-std::string FormatTime(int64_t ns);  // ISO-8601 UTC
 
 // A progress line on stderr, only when stderr is a terminal.
 class Progress {

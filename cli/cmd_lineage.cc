@@ -47,8 +47,8 @@ json VersionJson(const Version& v, Lineage& lin) {
   return {{"model", v.key.model},
           {"version", v.key.version},
           {"state", v.committed() ? "committed" : "draft"},
-          {"created", FormatTime(v.created_ns)},
-          {"committed", v.committed() ? json(FormatTime(v.committed_ns)) : json(nullptr)},
+          {"created", lineage::IsoTime(v.created_ns)},
+          {"committed", v.committed() ? json(lineage::IsoTime(v.committed_ns)) : json(nullptr)},
           {"author", v.author},
           {"message", v.message},
           {"predecessor", v.predecessor ? json(*v.predecessor) : json(nullptr)},
@@ -135,7 +135,7 @@ void RegisterLineageCommands(CLI::App& app, int* rc) {
         uint64_t size = 0;
         for (const auto& [n, f] : v.files) size += f.size;
         std::printf("%-12s %-9s %s %10s%s%s%s\n", v.key.version.c_str(),
-                    v.committed() ? "committed" : "draft", FormatTime(v.mtime_ns()).c_str(),
+                    v.committed() ? "committed" : "draft", lineage::IsoTime(v.mtime_ns()).c_str(),
                     HumanBytes(size).c_str(), parents.c_str(), v.message.empty() ? "" : "  ",
                     v.message.c_str());
       }
@@ -173,8 +173,8 @@ void RegisterLineageCommands(CLI::App& app, int* rc) {
         return kExitOk;
       }
       std::printf("version   %s (%s)\n", k->str().c_str(), j["state"].get<std::string>().c_str());
-      std::printf("created   %s\n", FormatTime(v->created_ns).c_str());
-      if (v->committed()) std::printf("committed %s\n", FormatTime(v->committed_ns).c_str());
+      std::printf("created   %s\n", lineage::IsoTime(v->created_ns).c_str());
+      if (v->committed()) std::printf("committed %s\n", lineage::IsoTime(v->committed_ns).c_str());
       if (!v->author.empty()) std::printf("author    %s\n", v->author.c_str());
       if (!v->message.empty()) std::printf("message   %s\n", v->message.c_str());
       std::printf("content   %s\n", v->ContentId().Hex().c_str());

@@ -36,15 +36,6 @@ std::string HumanBytes(uint64_t n) {
   return buf;
 }
 
-std::string FormatTime(int64_t ns) {
-  std::time_t t = static_cast<std::time_t>(ns / 1000000000);
-  std::tm tm;
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
 Progress::Progress(std::string label, uint64_t total)
     : label_(std::move(label)), total_(total), tty_(::isatty(2)) {}
 

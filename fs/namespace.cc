@@ -65,15 +65,6 @@ std::string EscapeComponent(const std::string& c) {
   return out;
 }
 
-std::string IsoTime(int64_t ns) {
-  std::time_t t = static_cast<std::time_t>(ns / 1000000000);
-  std::tm tm;
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
 bool NumpyHasDType(formats::DType d) { return formats::DTypeNumpyDescr(d).has_value(); }
 
 uint64_t Numel(const std::vector<int64_t>& shape) {
@@ -809,8 +800,8 @@ Result<std::string> Namespace::GetXattr(const std::string& path, const std::stri
     case NodeKind::kVersion: {
       const Version& v = n.view->v;
       if (name == "state") return std::string(v.committed() ? "committed" : "draft");
-      if (name == "created") return IsoTime(v.created_ns);
-      if (name == "committed" && v.committed()) return IsoTime(v.committed_ns);
+      if (name == "created") return lineage::IsoTime(v.created_ns);
+      if (name == "committed" && v.committed()) return lineage::IsoTime(v.committed_ns);
       if (name == "author") return v.author;
       if (name == "message") return v.message;
       if (name == "content_id") return v.ContentId().Hex();

@@ -164,5 +164,7 @@ std::string EncodeModel(const Model& m);
 Result<Model> DecodeModel(std::string_view s);
 std::string VersionDbKey(const VersionKey& k);  // model NUL version
 int64_t NowNs();
+// ISO-8601 UTC, seconds precision ("2026-11-27T05:30:00Z").
+std::string IsoTime(int64_t ns);
 
 }  // namespace lfs::lineage
