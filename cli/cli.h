@@ -4,7 +4,9 @@
 #include <CLI/CLI.hpp>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "lineage/lineage.h"
 #include "store/store.h"
@@ -44,8 +46,24 @@ class Progress {
   int64_t last_ns_ = 0;
 };
 
-void RegisterStoreCommands(CLI::App& app, int* rc);    // init import export cat du fsck gc
-void RegisterLineageCommands(CLI::App& app, int* rc);  // log show tree diff graph ...
-void RegisterMountCommand(CLI::App& app, int* rc);     // mount
+// One version from a checkpoint file or a model folder (flat): a draft that
+// is committed unless req.draft; a failed import leaves nothing behind.
+struct ImportRequest {
+  std::string path;
+  std::string model;
+  std::optional<std::string> version;
+  std::vector<std::string> parents;               // "model/version", all with `relation`
+  std::vector<lineage::ParentSpec> parent_specs;  // with their own relations
+  std::string relation = "finetune";
+  std::string message, author, metadata = "{}", recipe;
+  bool draft = false;
+};
+// Returns a JSON summary (model, version, files, bytes_logical, bytes_stored_new ...).
+Result<json> ImportOne(lineage::Lineage& lin, const ImportRequest& req, bool quiet);
+
+void RegisterStoreCommands(CLI::App& app, int* rc);     // init import export cat du fsck gc
+void RegisterLineageCommands(CLI::App& app, int* rc);   // log show tree diff graph ...
+void RegisterMountCommand(CLI::App& app, int* rc);      // mount
+void RegisterWorkflowCommands(CLI::App& app, int* rc);  // test, bisect, cascade
 
 }  // namespace lfs::cli

@@ -99,15 +99,7 @@ Status CopyOut(Store& store, const lineage::FileEntry& fe, FILE* out, const std:
   return Status::OK();
 }
 
-struct ImportRequest {
-  std::string path;
-  std::string model;
-  std::optional<std::string> version;
-  std::vector<std::string> parents;
-  std::string relation = "finetune";
-  std::string message, author, metadata = "{}", recipe;
-  bool draft = false;
-};
+}  // namespace
 
 Result<json> ImportOne(Lineage& lin, const ImportRequest& req, bool quiet) {
   fs::path src(req.path);
@@ -136,6 +128,7 @@ Result<json> ImportOne(Lineage& lin, const ImportRequest& req, bool quiet) {
     LFS_ASSIGN_OR_RETURN(VersionKey k, VersionKey::Parse(p));
     parents.push_back({k, *rel});
   }
+  parents.insert(parents.end(), req.parent_specs.begin(), req.parent_specs.end());
   if (parents.empty() && fs::is_directory(src, ec)) {
     ModelCard card = ReadModelCard(src);
     Relation card_rel = *rel;
@@ -215,8 +208,6 @@ Result<json> ImportOne(Lineage& lin, const ImportRequest& req, bool quiet) {
   }
   return out;
 }
-
-}  // namespace
 
 void RegisterStoreCommands(CLI::App& app, int* rc) {
   // init

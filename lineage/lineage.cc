@@ -582,6 +582,15 @@ Status Lineage::PutMetadataKey(const VersionKey& key, const std::string& name,
   });
 }
 
+Status Lineage::UpdateMetadata(const VersionKey& key,
+                               const std::function<Status(std::string*)>& edit) {
+  return Mutate(store_, [&](WriteTxn& txn) -> Status {
+    LFS_ASSIGN_OR_RETURN(Version v, LoadVersion(txn, key));
+    LFS_RETURN_IF_ERROR(edit(&v.metadata_json));
+    return StoreVersion(txn, v);
+  });
+}
+
 Result<DeltaBases> Lineage::BasesFor(const Version& v) const {
   DeltaBases bases;
   std::vector<VersionKey> sources;

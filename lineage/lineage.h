@@ -123,6 +123,8 @@ class Lineage {
   // Merges one key into the metadata JSON object (works on committed versions:
   // metadata such as test results is annotation, not content).
   Status PutMetadataKey(const VersionKey& key, const std::string& name, const std::string& json);
+  // Read-modify-write of the metadata JSON text in one transaction.
+  Status UpdateMetadata(const VersionKey& key, const std::function<Status(std::string*)>& edit);
 
   // Ingests src as file `name` of a draft (replacing a file of that name);
   // tensors are delta-encoded against the parents' and the predecessor's.
