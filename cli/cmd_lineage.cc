@@ -9,6 +9,7 @@
 #include "cli/cli.h"
 #include "lineage/diff.h"
 #include "lineage/usage.h"
+#include "lineage/workflow.h"
 
 namespace lfs::cli {
 
@@ -287,21 +288,30 @@ void RegisterLineageCommands(CLI::App& app, int* rc) {
     *body = [=](Opened& o) {
       auto ms = o.lineage->ListModels();
       if (!ms.ok()) return Fail(ms.status());
+      // What a cascade would rebuild: versions a cascade has rebuilt already
+      // are not stale any more.
+      auto rebuilt = lineage::RebuiltVersions(*o.lineage);
+      if (!rebuilt.ok()) return Fail(rebuilt.status());
       json j = json::array();
       for (const auto& m : *ms) {
         auto vs = o.lineage->ListVersions(m);
         if (!vs.ok()) return Fail(vs.status());
         for (const auto& v : *vs) {
+          if (!v.committed() || rebuilt->count(v.key)) continue;
           auto sr = o.lineage->StaleReasons(v.key);
           if (!sr.ok()) return Fail(sr.status());
+          json md = json::parse(v.metadata_json, nullptr, false);
+          bool recipe = md.is_object() && md.contains("recipe") && md["recipe"].is_string() &&
+                        !md["recipe"].get<std::string>().empty();
           for (const auto& s : *sr) {
             j.push_back({{"version", v.key.str()},
                          {"ancestor", s.ancestor.str()},
-                         {"newer", s.ancestor.model + "/" + s.newer}});
+                         {"newer", s.ancestor.model + "/" + s.newer},
+                         {"recipe", recipe}});
             if (!*as_json) {
-              std::printf("%s: derived from %s, which has a newer version %s/%s\n",
+              std::printf("%s: derived from %s, which has a newer version %s/%s%s\n",
                           v.key.str().c_str(), s.ancestor.str().c_str(), s.ancestor.model.c_str(),
-                          s.newer.c_str());
+                          s.newer.c_str(), recipe ? "" : " (no recipe: cannot be rebuilt)");
             }
           }
         }
