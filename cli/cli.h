@@ -2,6 +2,7 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -31,6 +32,13 @@ int Fail(const Status& s);
 int Fail(const std::string& message);
 
 std::string HumanBytes(uint64_t n);
+
+// Registers a subcommand of `parent` taking STORE first; on invocation the
+// store is opened and `body` (set by the caller, usually after adding more
+// options) returns the exit code.
+using Body = std::function<int(Opened&)>;
+CLI::App* Cmd(CLI::App& parent, int* rc, const char* name, const char* help,
+              std::shared_ptr<std::string> store, bool read_only, std::shared_ptr<Body> body);
 
 // A progress line on stderr, only when stderr is a terminal.
 class Progress {

@@ -61,25 +61,6 @@ json VersionJson(const Version& v, Lineage& lin) {
           {"metadata", json::parse(v.metadata_json, nullptr, false)}};
 }
 
-// Registers a subcommand taking STORE plus positional args; the body gets the
-// opened store and returns an exit code.
-using Body = std::function<int(Opened&)>;
-CLI::App* Cmd(CLI::App& app, int* rc, const char* name, const char* help,
-              std::shared_ptr<std::string> store, bool read_only,
-              std::shared_ptr<std::function<int(Opened&)>> body) {
-  auto* c = app.add_subcommand(name, help);
-  c->add_option("STORE", *store, "store directory")->required();
-  c->callback([=] {
-    auto o = OpenStore(*store, read_only);
-    if (!o.ok()) {
-      *rc = Fail(o.status());
-      return;
-    }
-    *rc = (*body)(*o);
-  });
-  return c;
-}
-
 int Check(const Status& s) { return s.ok() ? kExitOk : Fail(s); }
 
 }  // namespace

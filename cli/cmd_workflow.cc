@@ -418,19 +418,126 @@ int RunCascade(Opened& o, const VersionKey& old_v, const VersionKey& new_v,
   return failed ? kExitFailure : kExitOk;
 }
 
+// Versions a `test run` selects: VERSION (even a draft), --descendants (the
+// committed ones), or every committed version.
+Result<std::vector<Version>> SelectVersions(const Lineage& lin, const std::string& version,
+                                            const std::string& descendants) {
+  if (version.empty() && descendants.empty()) return AllCommitted(lin);
+  LFS_ASSIGN_OR_RETURN(VersionKey k, VersionKey::Parse(version.empty() ? descendants : version));
+  std::vector<VersionKey> keys{k};
+  if (!descendants.empty()) {
+    LFS_ASSIGN_OR_RETURN(auto d, lin.Descendants(k));
+    keys.insert(keys.end(), d.begin(), d.end());
+  }
+  std::vector<Version> out;
+  for (const auto& key : keys) {
+    LFS_ASSIGN_OR_RETURN(Version v, lin.GetVersion(key));
+    if (v.committed() || key == k) out.push_back(std::move(v));
+  }
+  return out;
+}
+
+int TestRun(Opened& o, const std::string& version, const std::string& descendants, bool all,
+            const std::string& only, int parallel, const std::string& mount, bool as_json) {
+  Lineage& lin = *o.lineage;
+  auto versions = SelectVersions(lin, version, descendants);
+  if (!versions.ok()) return Fail(versions.status());
+  const bool pending_only = version.empty() && descendants.empty() && !all;
+  std::vector<Job> jobs;
+  for (const auto& v : *versions) {
+    auto ts = lineage::TestsFor(*o.store, v);
+    if (!ts.ok()) return Fail(ts.status());
+    auto done = lineage::TestResults(v);
+    for (const auto& t : *ts) {
+      if (!only.empty() && t.name != only) continue;
+      if (pending_only && done.ok() && done->count(t.name)) continue;
+      jobs.push_back({t, v});
+    }
+  }
+  if (!only.empty() && jobs.empty()) {
+    auto t = lineage::GetTest(*o.store, only);
+    if (t.ok() && !*t) return Fail("no test named '" + only + "'");
+  }
+  if (jobs.empty()) {
+    std::printf(as_json ? "{\"results\": [], \"failed\": 0}\n" : "nothing to run\n");
+    return kExitOk;
+  }
+  auto mnt = MountRef::Open(o.store->path(), mount);
+  if (!mnt.ok()) return Fail(mnt.status());
+  json results = json::array();
+  auto failed = RunJobs(lin, *mnt, jobs, parallel, as_json, &results);
+  if (!failed.ok()) return Fail(failed.status());
+  if (as_json) {
+    std::printf("%s\n", json({{"results", results}, {"failed", *failed}}).dump(2).c_str());
+  } else {
+    std::printf("%zu run, %d failed\n", jobs.size(), *failed);
+  }
+  return *failed ? kExitFailure : kExitOk;
+}
+
+int BisectCmd(Opened& o, const std::vector<std::string>& range, const std::string& test_name,
+              const std::string& mount, bool as_json) {
+  Lineage& lin = *o.lineage;
+  auto ends = ParseRange(range);
+  if (!ends.ok()) return Fail(ends.status());
+  auto def = lineage::GetTest(*o.store, test_name);
+  if (!def.ok()) return Fail(def.status());
+  if (!*def) return Fail("no test named '" + test_name + "'");
+  auto path = lineage::LineagePath(lin, ends->first, ends->second);
+  if (!path.ok()) return Fail(path.status());
+  auto mnt = MountRef::Open(o.store->path(), mount);
+  if (!mnt.ok()) return Fail(mnt.status());
+  if (!as_json) {
+    std::printf("bisecting %zu versions from %s to %s with test %s\n", path->size(),
+                ends->first.str().c_str(), ends->second.str().c_str(), test_name.c_str());
+  }
+  auto outcome = lineage::Bisect(*path, [&](const VersionKey& k) -> Result<bool> {
+    LFS_ASSIGN_OR_RETURN(Version v, lin.GetVersion(k));
+    TestResult r = RunTest(**def, *mnt, v);
+    LFS_RETURN_IF_ERROR(lineage::RecordTestResult(lin, k, (*def)->name, r));
+    if (!as_json) PrintResult(k, (*def)->name, r);
+    return r.passed;
+  });
+  if (!outcome.ok()) return Fail(outcome.status());
+  if (as_json) {
+    json path_j = json::array(), log = json::array();
+    for (const auto& k : *path) path_j.push_back(k.str());
+    for (const auto& [k, ok] : outcome->log) log.push_back({{"version", k.str()}, {"passed", ok}});
+    auto name = [](const std::optional<VersionKey>& k) { return k ? json(k->str()) : json(); };
+    json j = {{"path", path_j},
+              {"first_bad", name(outcome->first_bad)},
+              {"last_good", name(outcome->last_good)},
+              {"runs", outcome->runs},
+              {"log", log}};
+    std::printf("%s\n", j.dump(2).c_str());
+  } else if (!outcome->first_bad) {
+    std::printf("%s passes: nothing to bisect (%d run)\n", ends->second.str().c_str(),
+                outcome->runs);
+  } else {
+    std::printf("first failing version: %s (its parent %s passes); %d test runs for %zu versions\n",
+                outcome->first_bad->str().c_str(), outcome->last_good->str().c_str(), outcome->runs,
+                path->size());
+  }
+  return kExitOk;
+}
+
 }  // namespace
 
 void RegisterWorkflowCommands(CLI::App& app, int* rc) {
+  auto store = std::make_shared<std::string>();
+  auto as_json = std::make_shared<bool>(false);
+  auto mount = std::make_shared<std::string>();
+  const char* kMountHelp = "use this existing mount of STORE (default: a private one)";
   auto* test = app.add_subcommand("test", "tests over the lineage graph: add, list, rm, run");
   test->require_subcommand(1);
   // test add
   {
-    auto* c = test->add_subcommand("add", "register a test (runs against each version's path)");
-    auto store = std::make_shared<std::string>();
     auto def = std::make_shared<TestDef>();
     auto model = std::make_shared<std::string>(), relation = std::make_shared<std::string>();
     auto all = std::make_shared<bool>(false), replace = std::make_shared<bool>(false);
-    c->add_option("STORE", *store, "store directory")->required();
+    auto body = std::make_shared<Body>();
+    auto* c = Cmd(*test, rc, "add", "register a test (runs against each version's path)", store,
+                  false, body);
     c->add_option("NAME", def->name, "test name")->required();
     c->add_option("--cmd", def->cmd,
                   "shell command; {path} {model} {version} {parent_path} {mount} are "
@@ -447,45 +554,25 @@ void RegisterWorkflowCommands(CLI::App& app, int* rc) {
     c->add_option("--pass-if", def->pass_if, "condition on metrics, e.g. 'acc>=0.8 && loss<1'");
     c->add_option("--timeout", def->timeout_s, "seconds")->capture_default_str();
     c->add_flag("--replace", *replace, "replace a test of that name");
-    c->callback([=] {
-      auto o = OpenStore(*store);
-      if (!o.ok()) {
-        *rc = Fail(o.status());
-        return;
-      }
+    *body = [=](Opened& o) {
       TestDef d = *def;
-      if (!model->empty()) {
-        d.scope = {TestScope::Kind::kModel, *model};
-      } else if (!relation->empty()) {
-        d.scope = {TestScope::Kind::kRelation, *relation};
-      }
+      if (!model->empty()) d.scope = {TestScope::Kind::kModel, *model};
+      if (!relation->empty()) d.scope = {TestScope::Kind::kRelation, *relation};
       d.created_ns = lineage::NowNs();
-      Status s = lineage::PutTest(*o->store, d, *replace);
-      if (!s.ok()) {
-        *rc = Fail(s);
-        return;
-      }
+      Status s = lineage::PutTest(*o.store, d, *replace);
+      if (!s.ok()) return Fail(s);
       std::printf("test %s registered for %s\n", d.name.c_str(), d.scope.str().c_str());
-    });
+      return kExitOk;
+    };
   }
   // test list
   {
-    auto* c = test->add_subcommand("list", "registered tests");
-    auto store = std::make_shared<std::string>();
-    auto as_json = std::make_shared<bool>(false);
-    c->add_option("STORE", *store, "store directory")->required();
+    auto body = std::make_shared<Body>();
+    auto* c = Cmd(*test, rc, "list", "registered tests", store, true, body);
     c->add_flag("--json", *as_json, "print JSON");
-    c->callback([=] {
-      auto o = OpenStore(*store, true);
-      if (!o.ok()) {
-        *rc = Fail(o.status());
-        return;
-      }
-      auto ts = lineage::ListTests(*o->store);
-      if (!ts.ok()) {
-        *rc = Fail(ts.status());
-        return;
-      }
+    *body = [=](Opened& o) {
+      auto ts = lineage::ListTests(*o.store);
+      if (!ts.ok()) return Fail(ts.status());
       json j = json::array();
       for (const auto& t : *ts) {
         j.push_back(json::parse(lineage::EncodeTestDef(t)));
@@ -495,228 +582,66 @@ void RegisterWorkflowCommands(CLI::App& app, int* rc) {
         }
       }
       if (*as_json) std::printf("%s\n", j.dump(2).c_str());
-    });
+      return kExitOk;
+    };
   }
   // test rm
   {
-    auto* c = test->add_subcommand("rm", "unregister a test (recorded results stay)");
-    auto store = std::make_shared<std::string>(), name = std::make_shared<std::string>();
-    c->add_option("STORE", *store, "store directory")->required();
+    auto name = std::make_shared<std::string>();
+    auto body = std::make_shared<Body>();
+    auto* c = Cmd(*test, rc, "rm", "unregister a test (recorded results stay)", store, false, body);
     c->add_option("NAME", *name, "test name")->required();
-    c->callback([=] {
-      auto o = OpenStore(*store);
-      if (!o.ok()) {
-        *rc = Fail(o.status());
-        return;
-      }
-      Status s = lineage::RemoveTest(*o->store, *name);
-      *rc = s.ok() ? kExitOk : Fail(s);
-    });
+    *body = [=](Opened& o) {
+      Status s = lineage::RemoveTest(*o.store, *name);
+      return s.ok() ? kExitOk : Fail(s);
+    };
   }
   // test run
   {
-    auto* c = test->add_subcommand(
-        "run",
-        "run tests: on VERSION, on --descendants, on --all versions, or (default) wherever an "
-        "applicable test has no result yet");
-    auto store = std::make_shared<std::string>(), version = std::make_shared<std::string>(),
-         descendants = std::make_shared<std::string>(), only = std::make_shared<std::string>(),
-         mount = std::make_shared<std::string>();
-    auto all = std::make_shared<bool>(false), as_json = std::make_shared<bool>(false);
+    auto version = std::make_shared<std::string>(), descendants = std::make_shared<std::string>(),
+         only = std::make_shared<std::string>();
+    auto all = std::make_shared<bool>(false);
     auto parallel = std::make_shared<int>(1);
-    c->add_option("STORE", *store, "store directory")->required();
+    auto body = std::make_shared<Body>();
+    auto* c = Cmd(*test, rc, "run",
+                  "run tests: on VERSION, on --descendants, on --all versions, or (default) "
+                  "wherever an applicable test has no result yet",
+                  store, false, body);
     c->add_option("VERSION", *version, "model/version");
     c->add_option("--descendants", *descendants, "this version and every version derived from it");
     c->add_flag("--all", *all, "every committed version");
     c->add_option("--test", *only, "only this test");
     c->add_option("-j,--jobs", *parallel, "tests run in parallel")->capture_default_str();
-    c->add_option("--mount", *mount, "use this existing mount of STORE (default: a private one)");
+    c->add_option("--mount", *mount, kMountHelp);
     c->add_flag("--json", *as_json, "print JSON");
-    c->callback([=] {
-      auto o = OpenStore(*store);
-      if (!o.ok()) {
-        *rc = Fail(o.status());
-        return;
-      }
-      Lineage& lin = *o->lineage;
-      std::vector<Version> versions;
-      bool pending_only = false;
-      if (!version->empty() || !descendants->empty()) {
-        auto k = VersionKey::Parse(version->empty() ? *descendants : *version);
-        if (!k.ok()) {
-          *rc = Fail(k.status());
-          return;
-        }
-        std::vector<VersionKey> keys{*k};
-        if (!descendants->empty()) {
-          auto d = lin.Descendants(*k);
-          if (!d.ok()) {
-            *rc = Fail(d.status());
-            return;
-          }
-          keys.insert(keys.end(), d->begin(), d->end());
-        }
-        for (const auto& key : keys) {
-          auto v = lin.GetVersion(key);
-          if (!v.ok()) {
-            *rc = Fail(v.status());
-            return;
-          }
-          if (v->committed() || key == *k) versions.push_back(std::move(*v));
-        }
-      } else {
-        auto vs = AllCommitted(lin);
-        if (!vs.ok()) {
-          *rc = Fail(vs.status());
-          return;
-        }
-        versions = std::move(*vs);
-        pending_only = !*all;
-      }
-      std::vector<Job> jobs;
-      for (const auto& v : versions) {
-        auto ts = lineage::TestsFor(*o->store, v);
-        if (!ts.ok()) {
-          *rc = Fail(ts.status());
-          return;
-        }
-        auto done = lineage::TestResults(v);
-        for (const auto& t : *ts) {
-          if (!only->empty() && t.name != *only) continue;
-          if (pending_only && done.ok() && done->count(t.name)) continue;
-          jobs.push_back({t, v});
-        }
-      }
-      if (!only->empty() && jobs.empty()) {
-        auto t = lineage::GetTest(*o->store, *only);
-        if (t.ok() && !*t) {
-          *rc = Fail("no test named '" + *only + "'");
-          return;
-        }
-      }
-      if (jobs.empty()) {
-        if (*as_json) {
-          std::printf("{\"results\": [], \"failed\": 0}\n");
-        } else {
-          std::printf("nothing to run\n");
-        }
-        return;
-      }
-      auto mnt = MountRef::Open(*store, *mount);
-      if (!mnt.ok()) {
-        *rc = Fail(mnt.status());
-        return;
-      }
-      json results = json::array();
-      auto failed = RunJobs(lin, *mnt, jobs, *parallel, *as_json, &results);
-      if (!failed.ok()) {
-        *rc = Fail(failed.status());
-        return;
-      }
-      if (*as_json) {
-        std::printf("%s\n", json({{"results", results}, {"failed", *failed}}).dump(2).c_str());
-      } else {
-        std::printf("%zu run, %d failed\n", jobs.size(), *failed);
-      }
-      *rc = *failed ? kExitFailure : kExitOk;
-    });
+    *body = [=](Opened& o) {
+      return TestRun(o, *version, *descendants, *all, *only, *parallel, *mount, *as_json);
+    };
   }
   // bisect
   {
-    auto* c = app.add_subcommand("bisect",
-                                 "find the first failing version on the lineage path GOOD..BAD");
-    auto store = std::make_shared<std::string>(), test_name = std::make_shared<std::string>(),
-         mount = std::make_shared<std::string>();
+    auto test_name = std::make_shared<std::string>();
     auto range = std::make_shared<std::vector<std::string>>();
-    auto as_json = std::make_shared<bool>(false);
-    c->add_option("STORE", *store, "store directory")->required();
+    auto body = std::make_shared<Body>();
+    auto* c = Cmd(app, rc, "bisect", "find the first failing version on the lineage path GOOD..BAD",
+                  store, false, body);
     c->add_option("RANGE", *range, "GOOD..BAD (a passing ancestor and a failing descendant)")
         ->required()
         ->expected(1, 2);
     c->add_option("--test", *test_name, "registered test to run")->required();
-    c->add_option("--mount", *mount, "use this existing mount of STORE");
+    c->add_option("--mount", *mount, kMountHelp);
     c->add_flag("--json", *as_json, "print JSON");
-    c->callback([=] {
-      auto o = OpenStore(*store);
-      if (!o.ok()) {
-        *rc = Fail(o.status());
-        return;
-      }
-      Lineage& lin = *o->lineage;
-      auto ends = ParseRange(*range);
-      if (!ends.ok()) {
-        *rc = Fail(ends.status());
-        return;
-      }
-      auto def = lineage::GetTest(*o->store, *test_name);
-      if (!def.ok() || !*def) {
-        *rc = Fail(def.ok() ? "no test named '" + *test_name + "'" : def.status().ToString());
-        return;
-      }
-      auto path = lineage::LineagePath(lin, ends->first, ends->second);
-      if (!path.ok()) {
-        *rc = Fail(path.status());
-        return;
-      }
-      auto mnt = MountRef::Open(*store, *mount);
-      if (!mnt.ok()) {
-        *rc = Fail(mnt.status());
-        return;
-      }
-      if (!*as_json) {
-        std::printf("bisecting %zu versions from %s to %s with test %s\n", path->size(),
-                    ends->first.str().c_str(), ends->second.str().c_str(), test_name->c_str());
-      }
-      auto outcome = lineage::Bisect(*path, [&](const VersionKey& k) -> Result<bool> {
-        LFS_ASSIGN_OR_RETURN(Version v, lin.GetVersion(k));
-        TestResult r = RunTest(**def, *mnt, v);
-        LFS_RETURN_IF_ERROR(lineage::RecordTestResult(lin, k, (*def)->name, r));
-        if (!*as_json) PrintResult(k, (*def)->name, r);
-        return r.passed;
-      });
-      if (!outcome.ok()) {
-        *rc = Fail(outcome.status());
-        return;
-      }
-      json path_j = json::array();
-      for (const auto& k : *path) path_j.push_back(k.str());
-      json log = json::array();
-      for (const auto& [k, ok] : outcome->log)
-        log.push_back({{"version", k.str()}, {"passed", ok}});
-      int bound = 1 + static_cast<int>(std::ceil(std::log2(std::max<size_t>(path->size() - 1, 1))));
-      if (*as_json) {
-        std::printf("%s\n", json({{"path", path_j},
-                                  {"first_bad", outcome->first_bad ? json(outcome->first_bad->str())
-                                                                   : json(nullptr)},
-                                  {"last_good", outcome->last_good ? json(outcome->last_good->str())
-                                                                   : json(nullptr)},
-                                  {"runs", outcome->runs},
-                                  {"max_runs", bound},
-                                  {"log", log}})
-                                .dump(2)
-                                .c_str());
-      } else if (!outcome->first_bad) {
-        std::printf("%s passes: nothing to bisect (%d run)\n", ends->second.str().c_str(),
-                    outcome->runs);
-      } else {
-        std::printf(
-            "first failing version: %s (its parent %s passes); %d test runs for %zu "
-            "versions\n",
-            outcome->first_bad->str().c_str(), outcome->last_good->str().c_str(), outcome->runs,
-            path->size());
-      }
-      *rc = kExitOk;
-    });
+    *body = [=](Opened& o) { return BisectCmd(o, *range, *test_name, *mount, *as_json); };
   }
   // cascade
   {
-    auto* c = app.add_subcommand(
-        "cascade",
-        "rebuild every descendant of OLD against NEW with its recorded recipe, test, commit");
-    auto store = std::make_shared<std::string>(), old_s = std::make_shared<std::string>(),
-         new_s = std::make_shared<std::string>();
+    auto old_s = std::make_shared<std::string>(), new_s = std::make_shared<std::string>();
     auto opt = std::make_shared<CascadeOptions>();
-    c->add_option("STORE", *store, "store directory")->required();
+    auto body = std::make_shared<Body>();
+    auto* c = Cmd(app, rc, "cascade",
+                  "rebuild every descendant of OLD against NEW with its recorded recipe, test, "
+                  "commit",
+                  store, false, body);
     c->add_option("OLD", *old_s, "model/version the descendants derive from")->required();
     c->add_option("NEW", *new_s, "its replacement (usually a newer version of the same model)")
         ->required();
@@ -726,22 +651,15 @@ void RegisterWorkflowCommands(CLI::App& app, int* rc) {
     c->add_flag("--keep-failed", opt->keep_failed, "keep a rebuild whose tests fail as a draft");
     c->add_option("--recipe-timeout", opt->recipe_timeout_s, "seconds per recipe")
         ->capture_default_str();
-    c->add_option("--mount", opt->mount, "use this existing mount of STORE");
+    c->add_option("--mount", opt->mount, kMountHelp);
     c->add_flag("--json", opt->as_json, "print JSON");
-    c->callback([=] {
-      auto o = OpenStore(*store, opt->dry_run);
-      if (!o.ok()) {
-        *rc = Fail(o.status());
-        return;
-      }
+    *body = [=](Opened& o) {
       auto ko = VersionKey::Parse(*old_s);
+      if (!ko.ok()) return Fail(ko.status());
       auto kn = VersionKey::Parse(*new_s);
-      if (!ko.ok() || !kn.ok()) {
-        *rc = Fail(!ko.ok() ? ko.status() : kn.status());
-        return;
-      }
-      *rc = RunCascade(*o, *ko, *kn, *opt);
-    });
+      if (!kn.ok()) return Fail(kn.status());
+      return RunCascade(o, *ko, *kn, *opt);
+    };
   }
 }
 

@@ -23,6 +23,21 @@ int Fail(const std::string& message) {
   return kExitFailure;
 }
 
+CLI::App* Cmd(CLI::App& parent, int* rc, const char* name, const char* help,
+              std::shared_ptr<std::string> store, bool read_only, std::shared_ptr<Body> body) {
+  auto* c = parent.add_subcommand(name, help);
+  c->add_option("STORE", *store, "store directory")->required();
+  c->callback([=] {
+    auto o = OpenStore(*store, read_only);
+    if (!o.ok()) {
+      *rc = Fail(o.status());
+      return;
+    }
+    *rc = (*body)(*o);
+  });
+  return c;
+}
+
 std::string HumanBytes(uint64_t n) {
   const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
   double v = static_cast<double>(n);
