@@ -175,7 +175,35 @@ void RegisterLineageCommands(CLI::App& app, int* rc) {
                     s["ancestor"].get<std::string>().c_str(),
                     s["newer"].get<std::string>().c_str());
       }
-      std::printf("metadata  %s\n", v->metadata_json.c_str());
+      json md = json::parse(v->metadata_json, nullptr, false);
+      if (md.is_object()) md.erase("tests");  // shown below, one line each
+      std::printf("metadata  %s\n", md.dump().c_str());
+      auto recorded = lineage::TestResults(*v);
+      std::map<std::string, lineage::TestResult> results;
+      if (recorded.ok()) results = std::move(*recorded);
+      std::set<std::string> names;
+      for (const auto& [n, r] : results) names.insert(n);
+      auto applicable = lineage::TestsFor(*o.store, *v);
+      if (applicable.ok()) {
+        for (const auto& t : *applicable) names.insert(t.name);
+      }
+      for (const auto& n : names) {
+        auto it = results.find(n);
+        if (it == results.end()) {
+          std::printf("test      %-16s pending\n", n.c_str());
+          continue;
+        }
+        const lineage::TestResult& r = it->second;
+        std::string metrics;
+        for (const auto& [k, val] : r.metrics) {
+          char buf[64];
+          std::snprintf(buf, sizeof buf, "%.4g", val);
+          metrics += " " + k + "=" + buf;
+        }
+        std::printf("test      %-16s %s %s%s%s\n", n.c_str(), r.passed ? "pass" : "FAIL",
+                    lineage::IsoTime(r.time_ns).c_str(), metrics.c_str(),
+                    r.passed ? "" : ("  (" + r.reason + ")").c_str());
+      }
       std::printf("files     %zu, %s, %zu tensors\n", v->files.size(),
                   HumanBytes(j["bytes_logical"].get<uint64_t>()).c_str(), idx->size());
       for (const auto& [n, f] : v->files) {

@@ -22,6 +22,12 @@ if [[ ! -d "$DEMO/store/index" ]]; then
   echo "== importing the family"
   "$LFS" import "$DEMO/store" --manifest "$DEMO/family/manifest.json"
 fi
+if [[ -z "$("$LFS" test list "$DEMO/store")" ]]; then
+  echo "== registering a test on every version and running it (through a private mount)"
+  "$LFS" test add "$DEMO/store" finite --all --pass-if 'nonfinite==0' \
+    --cmd "/usr/bin/python3 $PWD/scripts/examples/check_finite.py {path}"
+fi
+"$LFS" test run "$DEMO/store" -j 2 | tail -3
 "$LFS" tree "$DEMO/store"
 "$LFS" du "$DEMO/store" | tail -3
 mkdir -p "$DEMO/mnt"
@@ -36,5 +42,7 @@ Mounted on $DEMO/mnt. Try:
   ls $DEMO/mnt/base/v3/tensors
   /usr/bin/python3 -c 'import torch; sd = torch.load("$DEMO/mnt/base/v3/views/model.pt"); print(len(sd), "tensors")'
   $LFS diff $DEMO/store base/v3 ft-a/v1
+  $LFS show $DEMO/store ft-a/v1                 # incl. the result of the "finite" test
+  getfattr -n user.lineage.test.finite $DEMO/mnt/ft-a/v1
 Unmount with: fusermount3 -u $DEMO/mnt
 MSG
