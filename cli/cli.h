@@ -73,5 +73,6 @@ void RegisterStoreCommands(CLI::App& app, int* rc);     // init import export ca
 void RegisterLineageCommands(CLI::App& app, int* rc);   // log show tree diff graph ...
 void RegisterMountCommand(CLI::App& app, int* rc);      // mount
 void RegisterWorkflowCommands(CLI::App& app, int* rc);  // test, bisect, cascade
+void RegisterSyncCommands(CLI::App& app, int* rc);      // clone push pull
 
 }  // namespace lfs::cli

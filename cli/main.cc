@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   lfs::cli::RegisterLineageCommands(app, &rc);
   lfs::cli::RegisterMountCommand(app, &rc);
   lfs::cli::RegisterWorkflowCommands(app, &rc);
+  lfs::cli::RegisterSyncCommands(app, &rc);
   app.parse_complete_callback([&] {
     lfs::LogLevel lvl;
     if (lfs::ParseLogLevel(log_level, &lvl)) lfs::SetLogLevel(lvl);

@@ -17,20 +17,13 @@ namespace {
 constexpr char kMetaSeq[] = "seq";
 constexpr size_t kMaxNameBytes = 255;
 
-Result<uint64_t> NextSeq(WriteTxn& txn) {
-  LFS_ASSIGN_OR_RETURN(auto v, txn.Get(Table::kMeta, kMetaSeq));
-  uint64_t seq = v ? DecodeKeyU64(*v) + 1 : 1;
-  LFS_RETURN_IF_ERROR(txn.Put(Table::kMeta, kMetaSeq, KeyU64(seq)));
-  return seq;
-}
-
 std::string ChildKeyPrefix(const VersionKey& parent) {
   std::string k = VersionDbKey(parent);
   k.push_back('\0');
   return k;
 }
 std::string ChildKey(const VersionKey& parent, const VersionKey& child) {
-  return ChildKeyPrefix(parent) + VersionDbKey(child);
+  return ChildDbKey(parent, child);
 }
 
 Result<Model> LoadModel(const Txn& txn, const std::string& name) {
@@ -155,6 +148,19 @@ std::string VersionDbKey(const VersionKey& k) {
   s.push_back('\0');
   s += k.version;
   return s;
+}
+
+std::string ChildDbKey(const VersionKey& parent, const VersionKey& child) {
+  std::string k = VersionDbKey(parent);
+  k.push_back('\0');
+  return k + VersionDbKey(child);
+}
+
+Result<uint64_t> NextSeq(WriteTxn& txn) {
+  LFS_ASSIGN_OR_RETURN(auto v, txn.Get(Table::kMeta, kMetaSeq));
+  uint64_t seq = v ? DecodeKeyU64(*v) + 1 : 1;
+  LFS_RETURN_IF_ERROR(txn.Put(Table::kMeta, kMetaSeq, KeyU64(seq)));
+  return seq;
 }
 
 Digest Version::ContentId() const {

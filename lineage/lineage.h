@@ -165,6 +165,10 @@ Result<Version> DecodeVersion(std::string_view s);
 std::string EncodeModel(const Model& m);
 Result<Model> DecodeModel(std::string_view s);
 std::string VersionDbKey(const VersionKey& k);  // model NUL version
+// Key of a `children` entry: parent model NUL version NUL child model NUL version.
+std::string ChildDbKey(const VersionKey& parent, const VersionKey& child);
+// The next store-wide creation sequence number (meta `seq`), inside txn.
+Result<uint64_t> NextSeq(WriteTxn& txn);
 int64_t NowNs();
 // ISO-8601 UTC, seconds precision ("2026-11-27T05:30:00Z").
 std::string IsoTime(int64_t ns);

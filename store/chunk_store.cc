@@ -643,6 +643,101 @@ Status WriteBatch::MoveFrame(const Digest& d, std::string_view frame, const Chun
   return Status::OK();
 }
 
+Status WriteBatch::AppendNewFrame(const Digest& d, std::string_view frame, ChunkEntry e) {
+  LFS_RETURN_IF_ERROR(StartPackIfNeeded());
+  e.pack_id = impl_->pack_id;
+  e.offset = impl_->pack->Size();
+  e.frame_len = static_cast<uint32_t>(frame.size());
+  e.refs = 0;
+  LFS_RETURN_IF_ERROR(impl_->pack->Append(frame));
+  bytes_appended_ += frame.size();
+  chunks_new_++;
+  impl_->new_chunks[d] = e;
+  return Status::OK();
+}
+
+Result<std::shared_ptr<const std::string>> WriteBatch::RawForBase(const Digest& d, int hops,
+                                                                  uint8_t* depth) {
+  if (hops > store_->options().max_delta_depth + 1) {
+    return Status::Corruption("delta chain of chunk " + d.Hex() + " exceeds its bound");
+  }
+  auto it = impl_->new_chunks.find(d);
+  if (it == impl_->new_chunks.end()) {
+    LFS_ASSIGN_OR_RETURN(auto found, store_->FindChunk(d));
+    if (!found) return Status::NotFound("delta base " + d.Hex() + " is not in the store");
+    *depth = found->depth;
+    return store_->ReadChunk(d);
+  }
+  // Appended by this batch: not synced yet, but the file holds the bytes.
+  const ChunkEntry& e = it->second;
+  *depth = e.depth;
+  LFS_ASSIGN_OR_RETURN(std::string frame, store_->ReadFrame(e));
+  FrameHeader h;
+  std::string_view payload;
+  LFS_RETURN_IF_ERROR(DecodeFrame(frame, &h, &payload));
+  std::shared_ptr<const std::string> base;
+  if (h.codec == codec::CodecId::kXorDelta) {
+    uint8_t unused;
+    LFS_ASSIGN_OR_RETURN(base, RawForBase(h.base, hops + 1, &unused));
+  }
+  auto out = std::make_shared<std::string>();
+  LFS_RETURN_IF_ERROR(codec::Decode(h.codec, payload, h.raw_len, h.elem_width,
+                                    base ? std::string_view(*base) : std::string_view(),
+                                    out.get()));
+  return std::shared_ptr<const std::string>(std::move(out));
+}
+
+Result<bool> WriteBatch::PutFrame(const Digest& d, std::string_view frame) {
+  if (impl_->done) return Status::InvalidArgument("batch already finished");
+  if (impl_->new_chunks.count(d)) return false;
+  LFS_ASSIGN_OR_RETURN(auto found, store_->FindChunk(d));
+  if (found) return false;
+  auto bad = [&](const std::string& why) {
+    return Status::Corruption("received chunk " + d.Hex() + " refused: " + why);
+  };
+  FrameHeader h;
+  std::string_view payload;
+  Status s = DecodeFrame(frame, &h, &payload);
+  if (!s.ok()) return bad(s.message());
+  if (h.digest != d) return bad("the frame holds chunk " + h.digest.Hex());
+  ChunkEntry e;
+  e.raw_len = h.raw_len;
+  e.codec = h.codec;
+  e.elem_width = h.elem_width;
+  std::shared_ptr<const std::string> base;
+  if (h.codec == codec::CodecId::kXorDelta) {
+    if (h.base == d) return bad("the frame is its own delta base");
+    uint8_t base_depth = 0;
+    auto br = RawForBase(h.base, 1, &base_depth);
+    if (!br.ok()) return br.status().Annotate("delta base of received chunk " + d.Hex());
+    base = std::move(br).value();
+    e.base = h.base;
+    e.depth = static_cast<uint8_t>(base_depth + 1);
+  }
+  std::string raw;
+  s = codec::Decode(h.codec, payload, h.raw_len, h.elem_width,
+                    base ? std::string_view(*base) : std::string_view(), &raw);
+  if (!s.ok()) return bad(s.message());
+  if (Digest::Of(raw) != d) return bad("its decoded bytes do not match its address");
+  if (e.depth > store_->options().max_delta_depth) {
+    // The base sits deeper here than on the sender: a verbatim copy would
+    // break the read bound, so this one chunk is stored standalone.
+    codec::EncodeOptions eo;
+    eo.elem_width = h.elem_width;
+    codec::Encoded enc = codec::Encode(raw, eo, nullptr);
+    FrameHeader nh = h;
+    nh.codec = enc.codec;
+    nh.base = Digest();
+    e.codec = enc.codec;
+    e.base = Digest();
+    e.depth = 0;
+    LFS_RETURN_IF_ERROR(AppendNewFrame(d, EncodeFrame(nh, enc.payload), e));
+    return true;
+  }
+  LFS_RETURN_IF_ERROR(AppendNewFrame(d, frame, e));
+  return true;
+}
+
 void WriteBatch::AddRef(const Digest& d, int64_t delta) { impl_->ref_deltas[d] += delta; }
 
 Status WriteBatch::Commit(const std::function<Status(WriteTxn&)>& extra) {
@@ -658,6 +753,9 @@ Status WriteBatch::Commit(const std::function<Status(WriteTxn&)>& extra) {
   // 2. One transaction makes it all reachable.
   WriteTxn txn(st.db());
   LFS_RETURN_IF_ERROR(txn.begin_status());
+  // Entries first, then base references: a received chunk's base may be new
+  // in this batch too.
+  std::vector<Digest> with_base;
   for (auto& [d, e] : impl_->new_chunks) {
     std::string key = d.Encode();
     LFS_ASSIGN_OR_RETURN(auto existing, txn.Get(Table::kChunks, key));
@@ -665,7 +763,10 @@ Status WriteBatch::Commit(const std::function<Status(WriteTxn&)>& extra) {
     ChunkEntry ne = e;
     ne.refs = 0;
     LFS_RETURN_IF_ERROR(txn.Put(Table::kChunks, key, ne.Encode()));
-    if (!ne.base.empty()) LFS_RETURN_IF_ERROR(AdjustChunkRefs(txn, ne.base, +1));
+    if (!ne.base.empty()) with_base.push_back(d);
+  }
+  for (const Digest& d : with_base) {
+    LFS_RETURN_IF_ERROR(AdjustChunkRefs(txn, impl_->new_chunks[d].base, +1));
   }
   // Increments first so that a chunk released and re-added in one batch survives.
   for (auto& [d, delta] : impl_->ref_deltas) {

@@ -82,6 +82,13 @@ class WriteBatch {
   // frames are appended in request order.
   Result<std::vector<Digest>> PutChunks(const std::vector<ChunkRequest>& reqs);
   Result<Digest> PutChunk(std::string_view raw, int elem_width, std::optional<Digest> base = {});
+  // Stores a chunk from an encoded frame another store wrote (sync), verbatim
+  // unless its delta chain would exceed max_delta_depth here (then it is
+  // re-encoded standalone). Never trusts the frame: checksum, header address
+  // and the hash of the decoded bytes are verified first (Corruption). Its
+  // delta base must be in the index or in this batch. Adds no reference: the
+  // caller counts it with AddRef. Returns false when the chunk is present.
+  Result<bool> PutFrame(const Digest& d, std::string_view frame);
   // Further reference changes, applied at commit.
   void AddRef(const Digest& d, int64_t delta);
   // Makes everything durable and reachable atomically; `extra` runs inside the
@@ -100,6 +107,10 @@ class WriteBatch {
   // the chunk's new location (refs are kept from the index at commit).
   Status MoveFrame(const Digest& d, std::string_view frame, const ChunkEntry& e);
   Status StartPackIfNeeded();
+  // Appends a verified frame as a new chunk of this batch.
+  Status AppendNewFrame(const Digest& d, std::string_view frame, ChunkEntry e);
+  // Decoded bytes and chain depth of a chunk in the index or in this batch.
+  Result<std::shared_ptr<const std::string>> RawForBase(const Digest& d, int hops, uint8_t* depth);
   struct Impl;
   Store* store_;
   std::unique_ptr<Impl> impl_;
