@@ -301,8 +301,12 @@ class Syncer {
     for (size_t i = 0; i < chunks.size(); i++) {
       if (!there[i] && !planned_chunks_.count(chunks[i])) missing.insert(chunks[i]);
     }
-    st_.chunks_needed += chunks.size();
-    st_.chunks_present += chunks.size() - missing.size();
+    // Each chunk counts once per run: one a version sent is not "present" for the next.
+    for (const Digest& c : chunks) {
+      if (!counted_.insert(c).second) continue;
+      st_.chunks_needed++;
+      if (!missing.count(c)) st_.chunks_present++;
+    }
     // Bases before the chunks encoded against them.
     std::set<Digest> ordered;
     std::function<void(const Digest&)> visit = [&](const Digest& c) {
@@ -350,6 +354,7 @@ class Syncer {
   // Dry run: what earlier versions would have sent.
   std::map<VersionKey, Version> planned_versions_;
   std::set<Digest> planned_files_, planned_tensors_, planned_chunks_;
+  std::set<Digest> counted_;  // chunks already in chunks_needed
 };
 
 }  // namespace

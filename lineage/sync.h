@@ -44,7 +44,7 @@ struct SyncStats {
   std::vector<std::pair<std::string, std::string>> renamed;  // sender M/V -> receiver M/V
   std::vector<std::string> sent;                             // receiver names
   // Distinct chunks (delta bases included) of the object records the receiver
-  // lacked; of those, present already and sent.
+  // lacked, over the whole run; of those, present before the run and sent.
   uint64_t chunks_needed = 0, chunks_present = 0, chunks_sent = 0;
   uint64_t frame_bytes = 0;   // encoded frame bytes sent
   uint64_t record_bytes = 0;  // file, tensor and version records sent

@@ -249,6 +249,8 @@ TEST_F(SyncTest, CloneEqualsSourceAndSecondRunMovesNothing) {
   ASSERT_OK_AND_ASSIGN(SyncStats st, Run(*a_.remote, *b_.remote));
   EXPECT_EQ(st.versions_sent, 5u);
   EXPECT_EQ(st.drafts_skipped, 1u);
+  EXPECT_EQ(st.chunks_present, 0u);  // an empty receiver
+  EXPECT_EQ(st.chunks_needed, st.chunks_sent);
   EXPECT_TRUE(st.renamed.empty());
   EXPECT_GT(st.frame_bytes, 0u);
   ExpectSameVersions(a_, b_);
@@ -343,6 +345,8 @@ TEST_F(SyncTest, PushOfAChildMovesOnlyItsNewChunks) {
   EXPECT_EQ(st.versions_sent, 1u);
   EXPECT_EQ(st.versions_present, 4u);
   EXPECT_EQ(st.chunks_sent, lacking);
+  EXPECT_GT(st.chunks_present, 0u);  // unchanged chunks of the new checkpoint
+  EXPECT_EQ(st.chunks_needed, st.chunks_present + st.chunks_sent);
   EXPECT_EQ(st.frame_bytes, lacking_bytes);
   EXPECT_EQ(plan.chunks_sent, st.chunks_sent);
   EXPECT_EQ(plan.frame_bytes, st.frame_bytes);
@@ -426,8 +430,18 @@ TEST_F(SyncTest, TestResultsAndDefinitionsMerge) {
   ASSERT_OK(put_def(*a_.store, "loss", R"({"cmd": "loss {path}"})"));
   ASSERT_OK(put_def(*b_.store, "acc", R"({"cmd": "eval-b {path}"})"));
 
+  // Tags: added when missing, the receiver's own kept on a clash.
+  ASSERT_OK(a_.lin->Tag("ft", "best", "v1"));
+  ASSERT_OK(a_.lin->Tag("ft", "stable", "v1"));
+  ASSERT_OK(b_.lin->Tag("ft", "best", "v2"));
+
   ASSERT_OK_AND_ASSIGN(SyncStats st, Run(*a_.remote, *b_.remote));
   EXPECT_EQ(st.versions_sent, 0u);
+  EXPECT_EQ(st.tags_added, 1u);
+  EXPECT_EQ(st.tag_clashes, std::vector<std::string>{"ft:best"});
+  ASSERT_OK_AND_ASSIGN(Model ft, b_.lin->GetModel("ft"));
+  EXPECT_EQ(ft.tags["best"], "v2");
+  EXPECT_EQ(ft.tags["stable"], "v1");
   EXPECT_EQ(st.test_results_merged, 1u);  // loss; B's acc is newer
   EXPECT_EQ(st.test_defs_added, 1u);
   EXPECT_EQ(st.test_def_clashes, std::vector<std::string>{"acc"});
