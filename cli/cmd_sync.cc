@@ -33,6 +33,8 @@ json StatsJson(const SyncStats& st, const std::string& verb, const std::string& 
                const std::string& to, bool dry_run) {
   json renamed = json::array();
   for (const auto& [a, b] : st.renamed) renamed.push_back({{"from", a}, {"to", b}});
+  json matched = json::array();
+  for (const auto& [a, b] : st.matched) matched.push_back({{"from", a}, {"to", b}});
   return {{"command", verb},
           {"from", from},
           {"to", to},
@@ -43,6 +45,7 @@ json StatsJson(const SyncStats& st, const std::string& verb, const std::string& 
           {"drafts_skipped", st.drafts_skipped},
           {"sent", st.sent},
           {"renamed", renamed},
+          {"matched", matched},
           {"chunks_needed", st.chunks_needed},
           {"chunks_present", st.chunks_present},
           {"chunks_sent", st.chunks_sent},
@@ -70,6 +73,9 @@ void PrintStats(const SyncStats& st, const std::string& verb, bool dry_run) {
   for (const auto& [a, b] : st.renamed) {
     std::printf("  name clash: %s stored as %s (the receiver's %s holds other content)\n",
                 a.c_str(), b.c_str(), a.c_str());
+  }
+  for (const auto& [a, b] : st.matched) {
+    std::printf("  same version under another name: %s is %s here\n", a.c_str(), b.c_str());
   }
   if (st.test_results_merged || st.test_defs_added) {
     std::printf("  tests: %lu definition(s) added, %lu result(s) merged\n",

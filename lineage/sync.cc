@@ -172,7 +172,9 @@ class Syncer {
     bool present = false;
     LFS_ASSIGN_OR_RETURN(VersionKey target, Place(v, &present));
     mapped_[v.key] = target;
-    if (!(target == v.key)) st_.renamed.push_back({v.key.str(), target.str()});
+    if (!(target == v.key)) {
+      (present ? st_.matched : st_.renamed).push_back({v.key.str(), target.str()});
+    }
     if (present) {
       st_.versions_present++;
       std::string tests = TestsOf(v);

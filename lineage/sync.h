@@ -41,8 +41,11 @@ struct SyncStats {
   uint64_t versions_sent = 0;      // (dry run: that would be sent)
   uint64_t versions_present = 0;   // already on the receiver
   uint64_t drafts_skipped = 0;
-  std::vector<std::pair<std::string, std::string>> renamed;  // sender M/V -> receiver M/V
-  std::vector<std::string> sent;                             // receiver names
+  // Name clashes: sent under a new name (sender M/V -> receiver M/V).
+  std::vector<std::pair<std::string, std::string>> renamed;
+  // Already on the receiver under another name (an earlier clash, or a round trip).
+  std::vector<std::pair<std::string, std::string>> matched;
+  std::vector<std::string> sent;  // receiver names
   // Distinct chunks (delta bases included) of the object records the receiver
   // lacked, over the whole run; of those, present before the run and sent.
   uint64_t chunks_needed = 0, chunks_present = 0, chunks_sent = 0;

@@ -400,10 +400,16 @@ TEST_F(SyncTest, NameClashIsStoredUnderAPredictableNameAndRoundTripsToNothing) {
   ASSERT_OK_AND_ASSIGN(SyncStats again, Run(*a_.remote, *b_.remote));
   EXPECT_EQ(again.versions_sent, 0u);
   EXPECT_EQ(again.versions_present, 2u);
+  EXPECT_TRUE(again.renamed.empty());
+  ASSERT_EQ(again.matched.size(), 1u);
+  EXPECT_EQ(again.matched[0].second, "m/" + renamed);
   // Pull back: B's own m/v1 clashes on A; B's m/<renamed> is A's m/v1.
   ASSERT_OK_AND_ASSIGN(SyncStats back, Run(*b_.remote, *a_.remote));
   EXPECT_EQ(back.versions_sent, 1u);
   EXPECT_EQ(back.sent, std::vector<std::string>{"m/v1-" + bm.ContentId().Hex().substr(5, 8)});
+  ASSERT_EQ(back.matched.size(), 1u);
+  EXPECT_EQ(back.matched[0].first, "m/" + renamed);
+  EXPECT_EQ(back.matched[0].second, "m/v1");
   ASSERT_OK_AND_ASSIGN(Model m, a_.lin->GetModel("m"));
   EXPECT_EQ(m.versions.size(), 2u);
   a_.ExpectConsistent("sender after the pull back");
