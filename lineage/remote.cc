@@ -279,7 +279,17 @@ Result<ApplyStats> StoreRemote::ApplyVersion(const VersionTransfer& t) {
       m.created_ns = t.model_created_ns;
       LFS_ASSIGN_OR_RETURN(m.seq, NextSeq(txn));
     }
-    m.versions.push_back(v.key.version);
+    // Creation order across both stores, so `latest` stays the newest
+    // version even when an older one arrives late (under a clash name, say).
+    auto pos = m.versions.end();
+    for (auto it = m.versions.begin(); it != m.versions.end(); ++it) {
+      LFS_ASSIGN_OR_RETURN(auto other, FindVersionIn(txn, {m.name, *it}));
+      if (other && other->created_ns > v.created_ns) {
+        pos = it;
+        break;
+      }
+    }
+    m.versions.insert(pos, v.key.version);
     LFS_RETURN_IF_ERROR(txn.Put(Table::kModels, m.name, EncodeModel(m)));
     Version out = v;
     LFS_ASSIGN_OR_RETURN(out.seq, NextSeq(txn));

@@ -388,6 +388,9 @@ TEST_F(SyncTest, NameClashIsStoredUnderAPredictableNameAndRoundTripsToNothing) {
   EXPECT_EQ(kept.ContentId(), bm.ContentId());
   ASSERT_OK_AND_ASSIGN(Version got, b_.lin->GetVersion({"m", renamed}));
   EXPECT_EQ(got.ContentId(), am.ContentId());
+  // It is older than the receiver's own m/v1, which stays the latest.
+  ASSERT_OK_AND_ASSIGN(auto latest, b_.lin->Latest("m"));
+  EXPECT_EQ(latest, std::optional<std::string>("v1"));
   ASSERT_OK_AND_ASSIGN(Version kid, b_.lin->GetVersion({"kid", "v1"}));
   ASSERT_EQ(kid.parents.size(), 1u);
   EXPECT_EQ(kid.parents[0].parent.str(), "m/" + renamed);
