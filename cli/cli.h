@@ -64,6 +64,7 @@ struct ImportRequest {
   std::vector<lineage::ParentSpec> parent_specs;  // with their own relations
   std::string relation = "finetune";
   std::string message, author, metadata = "{}", recipe;
+  std::optional<std::string> predecessor;  // default: the model's newest version
   bool draft = false;
 };
 // Returns a JSON summary (model, version, files, bytes_logical, bytes_stored_new ...).

@@ -153,6 +153,7 @@ Result<json> ImportOne(Lineage& lin, const ImportRequest& req, bool quiet) {
   dopts.message = req.message;
   dopts.parents = parents;
   dopts.create_model = true;
+  dopts.predecessor = req.predecessor;
   json md = json::parse(req.metadata, nullptr, false);
   if (md.is_discarded() || !md.is_object()) {
     return Status::InvalidArgument("--metadata must be a JSON object");

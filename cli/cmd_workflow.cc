@@ -45,25 +45,20 @@ std::map<std::string, std::string> VarsFor(const MountRef& mnt, const Version& v
   return vars;
 }
 
-std::map<std::string, std::string> EnvFor(const std::map<std::string, std::string>& vars) {
-  std::map<std::string, std::string> env;
-  for (const auto& [k, v] : vars) {
-    std::string name = "LINEAGEFS_";
-    for (char c : k) name += c == '.' ? '_' : static_cast<char>(std::toupper(c));
-    env[name] = v;
-  }
-  return env;
-}
-
+// The last n bytes, starting on a UTF-8 character boundary.
 std::string Tail(const std::string& s, size_t n) {
-  return s.size() <= n ? s : "…" + s.substr(s.size() - n);
+  if (s.size() <= n) return s;
+  size_t from = s.size() - n;
+  while (from < s.size() && (static_cast<unsigned char>(s[from]) & 0xC0) == 0x80) from++;
+  return "…" + s.substr(from);
 }
 
-TestResult RunTest(const TestDef& def, const MountRef& mnt, const Version& v) {
+TestResult RunTest(const TestDef& def, const MountRef& mnt, const Version& v, bool* interrupted) {
   auto vars = VarsFor(mnt, v);
   TestResult r;
   r.cmd = lineage::SubstituteCommand(def.cmd, vars);
-  CommandResult cr = RunCommand(r.cmd, def.timeout_s, EnvFor(vars));
+  CommandResult cr = RunCommand(r.cmd, def.timeout_s, lineage::EnvFor(vars));
+  *interrupted = cr.interrupted;
   r.exit_code = cr.exit_code;
   r.timed_out = cr.timed_out;
   r.duration_s = cr.duration_s;
@@ -114,20 +109,31 @@ Result<int> RunJobs(Lineage& lin, const MountRef& mnt, const std::vector<Job>& j
   Status first_error;
   int failed = 0;
   auto worker = [&] {
-    for (size_t i = next++; i < jobs.size(); i = next++) {
-      TestResult r = RunTest(jobs[i].def, mnt, jobs[i].version);
-      std::lock_guard<std::mutex> l(mu);
-      Status s = lineage::RecordTestResult(lin, jobs[i].version.key, jobs[i].def.name, r);
-      if (!s.ok() && first_error.ok()) first_error = s;
-      if (!r.passed) failed++;
-      if (!quiet) PrintResult(jobs[i].version.key, jobs[i].def.name, r);
-      if (out) out->push_back(ResultJson(jobs[i].version.key, jobs[i].def.name, r));
+    for (size_t i = next++; i < jobs.size() && !Interrupted(); i = next++) {
+      try {
+        bool interrupted = false;
+        TestResult r = RunTest(jobs[i].def, mnt, jobs[i].version, &interrupted);
+        std::lock_guard<std::mutex> l(mu);
+        if (interrupted) {
+          if (first_error.ok()) first_error = Status::Busy("interrupted");
+          continue;  // not a verdict on the version: nothing recorded
+        }
+        Status s = lineage::RecordTestResult(lin, jobs[i].version.key, jobs[i].def.name, r);
+        if (!s.ok() && first_error.ok()) first_error = s;
+        if (!r.passed) failed++;
+        if (!quiet) PrintResult(jobs[i].version.key, jobs[i].def.name, r);
+        if (out) out->push_back(ResultJson(jobs[i].version.key, jobs[i].def.name, r));
+      } catch (const std::exception& e) {  // never let a worker take the process down
+        std::lock_guard<std::mutex> l(mu);
+        if (first_error.ok()) first_error = Status::IOError(std::string("test run: ") + e.what());
+      }
     }
   };
   std::vector<std::thread> threads;
   int n = std::max(1, std::min<int>(parallel, static_cast<int>(jobs.size())));
   for (int t = 0; t < n; t++) threads.emplace_back(worker);
   for (auto& t : threads) t.join();
+  if (Interrupted() && first_error.ok()) first_error = Status::Busy("interrupted");
   LFS_RETURN_IF_ERROR(first_error);
   return failed;
 }
@@ -228,6 +234,39 @@ json PlanJson(const CascadePlan& plan) {
   return {{"old", plan.old_version.str()}, {"new", plan.new_version.str()}, {"steps", steps}};
 }
 
+// Removes a draft on scope exit unless released: a cascade never leaves a
+// half-made rebuild behind, whatever path it leaves by.
+class DraftGuard {
+ public:
+  DraftGuard(Lineage& lin, VersionKey key) : lin_(lin), key_(std::move(key)) {}
+  ~DraftGuard() {
+    if (key_) (void)lin_.RemoveVersion(*key_, false);
+  }
+  void Release() { key_.reset(); }
+
+ private:
+  Lineage& lin_;
+  std::optional<VersionKey> key_;
+};
+
+// Drafts a killed cascade run left behind (they carry "cascade" metadata).
+Status RemoveAbandonedRebuilds(Lineage& lin, const CascadePlan& plan) {
+  std::set<std::string> models;
+  for (const auto& s : plan.steps) models.insert(s.target.model);
+  for (const auto& m : models) {
+    LFS_ASSIGN_OR_RETURN(auto vs, lin.ListVersions(m));
+    for (const auto& v : vs) {
+      if (v.committed()) continue;
+      json md = json::parse(v.metadata_json, nullptr, false);
+      if (md.is_object() && md.contains("cascade")) {
+        LogWarn("removing " + v.key.str() + ", a rebuild an interrupted cascade left as a draft");
+        LFS_RETURN_IF_ERROR(lin.RemoveVersion(v.key, false));
+      }
+    }
+  }
+  return Status::OK();
+}
+
 int RunCascade(Opened& o, const VersionKey& old_v, const VersionKey& new_v,
                const CascadeOptions& opt) {
   Lineage& lin = *o.lineage;
@@ -242,6 +281,8 @@ int RunCascade(Opened& o, const VersionKey& old_v, const VersionKey& new_v,
     return kExitOk;
   }
   if (!opt.as_json) PrintPlan(*plan);
+  Status cleaned = RemoveAbandonedRebuilds(lin, *plan);
+  if (!cleaned.ok()) return Fail(cleaned);
   auto mnt = MountRef::Open(o.store->path(), opt.mount);
   if (!mnt.ok()) return Fail(mnt.status());
 
@@ -320,7 +361,7 @@ int RunCascade(Opened& o, const VersionKey& old_v, const VersionKey& new_v,
           vars["parent_path." + std::to_string(pi)] = p;
         }
         w.cmd = lineage::SubstituteCommand(s.recipe, vars);
-        w.recipe = RunCommand(w.cmd, opt.recipe_timeout_s, EnvFor(vars), w.out->path());
+        w.recipe = RunCommand(w.cmd, opt.recipe_timeout_s, lineage::EnvFor(vars), w.out->path());
       }
     };
     std::vector<std::thread> threads;
@@ -328,6 +369,7 @@ int RunCascade(Opened& o, const VersionKey& old_v, const VersionKey& new_v,
     for (int t = 0; t < nt; t++) threads.emplace_back(worker);
     for (auto& t : threads) t.join();
 
+    if (Interrupted()) return Fail("interrupted: nothing of this wave was committed");
     for (Work& w : work) {
       const CascadeStep& s = plan->steps[w.step];
       json entry = {{"target", s.target.str()}, {"recipe", w.cmd}};
@@ -356,7 +398,8 @@ int RunCascade(Opened& o, const VersionKey& old_v, const VersionKey& new_v,
                     " (was " + w.old_parent.str() + ")";
       req.author = target->author;
       req.metadata = RebuiltMetadata(*target, w.old_parent, w.new_parent);
-      req.draft = true;  // committed only once its tests pass
+      req.predecessor = s.target.version;  // the version it replaces, also a delta base
+      req.draft = true;                    // committed only once its tests pass
       auto imported = ImportOne(lin, req, true);
       if (!imported.ok()) {
         fail("importing the recipe's output: " + imported.status().ToString());
@@ -364,6 +407,7 @@ int RunCascade(Opened& o, const VersionKey& old_v, const VersionKey& new_v,
       }
       VersionKey key{(*imported)["model"].get<std::string>(),
                      (*imported)["version"].get<std::string>()};
+      DraftGuard guard(lin, key);
       auto draft = lin.GetVersion(key);
       if (!draft.ok()) return Fail(draft.status());
       auto tests = lineage::TestsFor(*o.store, *draft);
@@ -379,19 +423,17 @@ int RunCascade(Opened& o, const VersionKey& old_v, const VersionKey& new_v,
         std::string why = std::to_string(*nfail) + " test(s) failed on the rebuilt draft";
         if (opt.keep_failed) {
           why += "; kept as draft " + key.str();
-        } else {
-          Status rm = lin.RemoveVersion(key, false);
-          if (!rm.ok()) return Fail(rm);
+          guard.Release();
         }
         fail(why);
         continue;
       }
       Status c = lin.Commit(key);
       if (!c.ok()) {
-        (void)lin.RemoveVersion(key, false);
         fail("commit: " + c.ToString());
         continue;
       }
+      guard.Release();
       made[w.step] = key;
       rebuilt++;
       entry["status"] = "rebuilt";
@@ -491,13 +533,24 @@ int BisectCmd(Opened& o, const std::vector<std::string>& range, const std::strin
     std::printf("bisecting %zu versions from %s to %s with test %s\n", path->size(),
                 ends->first.str().c_str(), ends->second.str().c_str(), test_name.c_str());
   }
-  auto outcome = lineage::Bisect(*path, [&](const VersionKey& k) -> Result<bool> {
-    LFS_ASSIGN_OR_RETURN(Version v, lin.GetVersion(k));
-    TestResult r = RunTest(**def, *mnt, v);
-    LFS_RETURN_IF_ERROR(lineage::RecordTestResult(lin, k, (*def)->name, r));
-    if (!as_json) PrintResult(k, (*def)->name, r);
-    return r.passed;
-  });
+  // GOOD's recorded result, if any, saves a run when GOOD must be checked.
+  std::optional<bool> good_known;
+  if (auto gv = lin.GetVersion(ends->first); gv.ok()) {
+    auto recorded = lineage::TestResults(*gv);
+    if (recorded.ok() && recorded->count(test_name)) good_known = recorded->at(test_name).passed;
+  }
+  auto outcome = lineage::Bisect(
+      *path,
+      [&](const VersionKey& k) -> Result<bool> {
+        LFS_ASSIGN_OR_RETURN(Version v, lin.GetVersion(k));
+        bool interrupted = false;
+        TestResult r = RunTest(**def, *mnt, v, &interrupted);
+        if (interrupted) return Status::Busy("interrupted");
+        LFS_RETURN_IF_ERROR(lineage::RecordTestResult(lin, k, (*def)->name, r));
+        if (!as_json) PrintResult(k, (*def)->name, r);
+        return r.passed;
+      },
+      good_known);
   if (!outcome.ok()) return Fail(outcome.status());
   if (as_json) {
     json path_j = json::array(), log = json::array();

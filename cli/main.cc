@@ -25,6 +25,8 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     int code = app.exit(e);
     return code == 0 ? 0 : lfs::cli::kExitUsage;
+  } catch (const std::exception& e) {  // a bug, but never an abort with mounts left behind
+    return lfs::cli::Fail(std::string("internal error: ") + e.what());
   }
   return rc;
 }

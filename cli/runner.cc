@@ -3,10 +3,13 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
@@ -41,10 +44,25 @@ bool IsMountPoint(const std::string& dir) {
   return a.st_dev != b.st_dev;
 }
 
-// Appends to a capped buffer keeping the head and the most recent bytes.
+// Keeps the most recent `cap` bytes (trimming in amortised O(1) per byte).
 void AppendCapped(std::string* buf, const char* data, size_t n, size_t cap) {
   buf->append(data, n);
-  if (buf->size() > cap) buf->erase(0, buf->size() - cap);
+  if (buf->size() > 2 * cap) buf->erase(0, buf->size() - cap);
+}
+// fusermount3 -u [-z] DIR, without a shell. Returns its exit status.
+int Unmount(const std::string& dir, bool lazy) {
+  pid_t pid = ::fork();
+  if (pid < 0) return -1;
+  if (pid == 0) {
+    int devnull = ::open("/dev/null", O_WRONLY);
+    if (devnull >= 0) ::dup2(devnull, 2);
+    ::execlp("fusermount3", "fusermount3", lazy ? "-uz" : "-u", dir.c_str(),
+             static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  int st = 0;
+  ::waitpid(pid, &st, 0);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 }  // namespace
 
@@ -77,8 +95,15 @@ Result<std::unique_ptr<PrivateMount>> PrivateMount::Start(const std::string& sto
   pid_t pid = ::fork();
   if (pid < 0) return Status::FromErrno(errno, "fork");
   if (pid == 0) {
+    // If this CLI dies (even by kill -9), the daemon unmounts and exits.
+    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (::getppid() == 1) ::_exit(1);
     int devnull = ::open("/dev/null", O_RDWR);
-    if (devnull >= 0) ::dup2(devnull, 0);
+    if (devnull >= 0) {
+      ::dup2(devnull, 0);
+      ::dup2(devnull, 1);  // never hold our caller's stdout open
+      ::close(devnull);
+    }
     ::execl(exe.c_str(), exe.c_str(), "mount", store.c_str(), mnt.c_str(), "-f", "-o",
             "ro,log_level=error", static_cast<char*>(nullptr));
     ::_exit(127);
@@ -101,9 +126,9 @@ Result<std::unique_ptr<PrivateMount>> PrivateMount::Start(const std::string& sto
 
 PrivateMount::~PrivateMount() {
   if (pid_ > 0) {
-    std::string cmd =
-        "fusermount3 -u " + dir_ + " 2>/dev/null || fusermount3 -uz " + dir_ + " 2>/dev/null";
-    if (std::system(cmd.c_str()) != 0) LogWarn("could not unmount " + dir_);
+    if (Unmount(dir_, false) != 0 && Unmount(dir_, true) != 0) {
+      LogWarn("could not unmount " + dir_);
+    }
     double deadline = Now() + 10;
     int st;
     while (::waitpid(pid_, &st, WNOHANG) == 0) {
@@ -119,6 +144,7 @@ PrivateMount::~PrivateMount() {
 }
 
 Result<MountRef> MountRef::Open(const std::string& store, const std::string& existing) {
+  InstallInterruptHandlers();  // from here on, ^C unwinds: unmount, remove drafts
   MountRef r;
   if (!existing.empty()) {
     if (!IsMountPoint(existing)) return Status::InvalidArgument(existing + " is not a mount point");
@@ -131,9 +157,37 @@ Result<MountRef> MountRef::Open(const std::string& store, const std::string& exi
   return r;
 }
 
+namespace {
+std::atomic<bool> g_interrupted{false};
+void OnInterrupt(int) { g_interrupted = true; }
+}  // namespace
+
+void InstallInterruptHandlers() {
+  struct sigaction sa = {};
+  sa.sa_handler = OnInterrupt;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = 0;  // no SA_RESTART: a blocked poll returns EINTR
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) ::sigaction(sig, &sa, nullptr);
+}
+
+bool Interrupted() { return g_interrupted.load(); }
+
 CommandResult RunCommand(const std::string& cmd, double timeout_s,
                          const std::map<std::string, std::string>& env, const std::string& cwd) {
   CommandResult r;
+  // The environment is built before fork: other threads may hold malloc locks.
+  std::vector<std::string> env_strings;
+  for (char** e = environ; *e; e++) {
+    std::string_view kv(*e);
+    if (env.count(std::string(kv.substr(0, kv.find('='))))) continue;
+    env_strings.emplace_back(kv);
+  }
+  for (const auto& [k, v] : env) env_strings.push_back(k + "=" + v);
+  std::vector<char*> envp;
+  for (auto& e : env_strings) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  const char* argv[] = {"sh", "-c", cmd.c_str(), nullptr};
+
   int out_pipe[2], err_pipe[2];
   if (::pipe2(out_pipe, O_CLOEXEC) != 0) return r;
   if (::pipe2(err_pipe, O_CLOEXEC) != 0) {
@@ -141,74 +195,82 @@ CommandResult RunCommand(const std::string& cmd, double timeout_s,
     ::close(out_pipe[1]);
     return r;
   }
+  int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   double start = Now();
   pid_t pid = ::fork();
   if (pid < 0) {
-    for (int fd : {out_pipe[0], out_pipe[1], err_pipe[0], err_pipe[1]}) ::close(fd);
+    for (int fd : {out_pipe[0], out_pipe[1], err_pipe[0], err_pipe[1], devnull}) ::close(fd);
     return r;
   }
   if (pid == 0) {
-    ::setpgid(0, 0);  // a timeout kills the command and everything it started
-    int devnull = ::open("/dev/null", O_RDONLY);
+    ::setpgid(0, 0);  // its own group: killed as a whole, deaf to our terminal's ^C
     if (devnull >= 0) ::dup2(devnull, 0);
     ::dup2(out_pipe[1], 1);
     ::dup2(err_pipe[1], 2);
-    for (const auto& [k, v] : env) ::setenv(k.c_str(), v.c_str(), 1);
     if (!cwd.empty() && ::chdir(cwd.c_str()) != 0) ::_exit(127);
-    ::execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    ::execve("/bin/sh", const_cast<char* const*>(argv), envp.data());
     ::_exit(127);
   }
   ::setpgid(pid, pid);
-  ::close(out_pipe[1]);
-  ::close(err_pipe[1]);
-  pollfd fds[2] = {{out_pipe[0], POLLIN, 0}, {err_pipe[0], POLLIN, 0}};
-  int open_fds = 2;
+  for (int fd : {out_pipe[1], err_pipe[1], devnull}) ::close(fd);
+  int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  pollfd fds[3] = {{out_pipe[0], POLLIN, 0}, {err_pipe[0], POLLIN, 0}, {pidfd, POLLIN, 0}};
   char buf[65536];
-  bool killed = false;
-  while (open_fds > 0) {
-    double left = start + timeout_s - Now();
-    if (left <= 0 && !killed) {
-      ::kill(-pid, SIGKILL);
-      r.timed_out = killed = true;
+  bool exited = false, killed = false;
+  double drain_until = 0;  // once the leader is gone: how long in-flight output is read
+  int st = 0;
+  // The leader is seen exiting before it is reaped, so its group id cannot
+  // have been reused when what it left behind in the group is killed.
+  auto check_exit = [&] {
+    siginfo_t info = {};
+    if (::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) != 0 ||
+        info.si_pid != pid) {
+      return;
     }
-    int pr = ::poll(fds, 2, killed ? 1000 : static_cast<int>(std::min(left, 1.0) * 1000) + 1);
+    ::kill(-pid, SIGKILL);
+    ::waitpid(pid, &st, 0);
+    exited = true;
+    drain_until = Now() + 0.5;
+  };
+  for (;;) {
+    if (!exited && !killed && (Now() > start + timeout_s || Interrupted())) {
+      r.interrupted = Interrupted();
+      r.timed_out = !r.interrupted;
+      ::kill(-pid, SIGKILL);
+      killed = true;
+    }
+    // Without a pidfd (old kernel) and after a kill, poll the leader.
+    if (!exited && (fds[2].fd < 0 || killed)) check_exit();
+    if (exited && ((fds[0].fd < 0 && fds[1].fd < 0) || Now() > drain_until)) break;
+    int pr = ::poll(fds, 3, fds[2].fd < 0 || killed || exited ? 50 : 200);
     if (pr < 0 && errno != EINTR) break;
+    if (pr <= 0) continue;
+    if (fds[2].fd >= 0 && (fds[2].revents & (POLLIN | POLLHUP | POLLERR))) {
+      check_exit();
+      fds[2].fd = -1;  // the pidfd itself is closed below
+    }
     for (int i = 0; i < 2; i++) {
       if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
       ssize_t n = ::read(fds[i].fd, buf, sizeof buf);
       if (n > 0) {
-        if (i == 0) {
-          AppendCapped(&r.output, buf, static_cast<size_t>(n), kOutputCap);
-        } else {
-          AppendCapped(&r.stderr_tail, buf, static_cast<size_t>(n), kTailCap);
-        }
+        AppendCapped(i == 0 ? &r.output : &r.stderr_tail, buf, static_cast<size_t>(n),
+                     i == 0 ? kOutputCap : kTailCap);
       } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
         ::close(fds[i].fd);
         fds[i].fd = -1;
-        open_fds--;
       }
     }
-    if (killed && pr == 0) break;  // a grandchild holds the pipe open: stop waiting
   }
-  for (auto& f : fds) {
-    if (f.fd >= 0) ::close(f.fd);
+  for (int i = 0; i < 2; i++) {
+    if (fds[i].fd >= 0) ::close(fds[i].fd);
   }
-  int st = 0;
-  if (killed) {
+  if (pidfd >= 0) ::close(pidfd);
+  if (!exited) {
     ::kill(-pid, SIGKILL);
     ::waitpid(pid, &st, 0);
-  } else {
-    // The command may close its output and keep running: the deadline holds.
-    while (::waitpid(pid, &st, WNOHANG) == 0) {
-      if (Now() > start + timeout_s) {
-        ::kill(-pid, SIGKILL);
-        r.timed_out = true;
-        ::waitpid(pid, &st, 0);
-        break;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
   }
+  if (r.output.size() > kOutputCap) r.output.erase(0, r.output.size() - kOutputCap);
+  if (r.stderr_tail.size() > kTailCap) r.stderr_tail.erase(0, r.stderr_tail.size() - kTailCap);
   r.duration_s = Now() - start;
   if (WIFEXITED(st)) {
     r.exit_code = WEXITSTATUS(st);

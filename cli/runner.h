@@ -45,13 +45,22 @@ class MountRef {
 struct CommandResult {
   int exit_code = -1;  // 128+N when killed by signal N; -1 when it could not start
   bool timed_out = false;
-  std::string output;  // stdout, capped (the head and the tail are kept)
+  bool interrupted = false;  // we were asked to stop (SIGINT/SIGTERM/SIGHUP)
+  std::string output;        // the last 1 MiB of stdout
   std::string stderr_tail;
   double duration_s = 0;
 };
 
-// Runs `sh -c cmd` in its own process group with extra environment variables;
-// on timeout the whole group is killed. stdout and stderr are captured.
+// SIGINT, SIGTERM and SIGHUP set a flag instead of killing the CLI, so that
+// running commands are stopped, drafts removed and mounts unmounted on the
+// way out. Workflows check Interrupted() between steps.
+void InstallInterruptHandlers();
+bool Interrupted();
+
+// Runs `sh -c cmd` in its own process group with extra environment
+// variables. When the command exits, on timeout and on interruption the
+// whole group is killed (a test must not leave processes holding the
+// mount); output still in flight is read for a bounded time.
 CommandResult RunCommand(const std::string& cmd, double timeout_s,
                          const std::map<std::string, std::string>& env,
                          const std::string& cwd = "");

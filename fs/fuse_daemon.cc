@@ -2,9 +2,9 @@
 // environment must not cross fork), the ops table, readahead, signals.
 #include "fs/fuse_daemon.h"
 
+#include <malloc.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
-#include <malloc.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -105,6 +105,9 @@ void TuneReadahead(std::string mountpoint, int kb) {
 Status OpenAll(Daemon& d) {
   StoreOptions so;
   so.cache_bytes = d.opts.cache_mb << 20;
+  // -o ro never writes: not even the recovery of another mount's spool files
+  // (a live read-write mount may be writing them right now).
+  so.read_only = d.opts.read_only;
   LFS_ASSIGN_OR_RETURN(d.store, Store::Open(d.opts.store, so));
   d.lineage = std::make_unique<lineage::Lineage>(*d.store);
   Namespace::Options no;
@@ -113,7 +116,7 @@ Status OpenAll(Daemon& d) {
   d.ns = std::make_unique<Namespace>(*d.store, *d.lineage, no);
   d.drafts = std::make_unique<Drafts>(*d.store, *d.lineage, d.ns.get());
   d.ns->SetDrafts(d.drafts.get());
-  return d.drafts->Recover();
+  return d.opts.read_only ? Status::OK() : d.drafts->Recover();
 }
 
 }  // namespace

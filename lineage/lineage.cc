@@ -513,7 +513,15 @@ Result<Version> Lineage::CreateDraft(const std::string& model, const DraftOption
     v.author = opts.author;
     v.message = opts.message;
     v.metadata_json = opts.metadata_json;
-    if (!m.versions.empty()) v.predecessor = m.versions.back();
+    if (opts.predecessor) {
+      if (std::find(m.versions.begin(), m.versions.end(), *opts.predecessor) == m.versions.end()) {
+        return Status::InvalidArgument("predecessor " + model + "/" + *opts.predecessor +
+                                       " is not a version of " + model);
+      }
+      v.predecessor = opts.predecessor;
+    } else if (!m.versions.empty()) {
+      v.predecessor = m.versions.back();
+    }
     LFS_ASSIGN_OR_RETURN(v.seq, NextSeq(txn));
     LFS_RETURN_IF_ERROR(LinkParents(txn, v, opts.parents));
     m.versions.push_back(v.key.version);

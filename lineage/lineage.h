@@ -113,6 +113,8 @@ class Lineage {
     std::vector<ParentSpec> parents;
     std::string metadata_json = "{}";
     bool create_model = false;  // create the model when missing
+    // Default: the model's newest version. A rebuild names the version it replaces.
+    std::optional<std::string> predecessor;
   };
   Result<Version> CreateDraft(const std::string& model, const DraftOptions& opts);
   Result<Version> GetVersion(const VersionKey& key) const;

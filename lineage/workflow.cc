@@ -18,6 +18,11 @@ namespace {
 constexpr char kTestKeyPrefix[] = "test:";
 // std::regex recurses per character: cap what it sees on hostile output.
 constexpr size_t kMaxRegexLine = 1024;
+constexpr size_t kMaxRegexBytes = 64 << 10;  // the user regex sees the output's tail only
+// Metrics end up in the version record and an xattr: keep them small.
+constexpr int kMaxJsonDepth = 16;
+constexpr size_t kMaxMetrics = 256;
+constexpr size_t kMaxMetricName = 128;
 
 std::string Trim(std::string_view s) {
   size_t b = s.find_first_not_of(" \t\r\n");
@@ -31,19 +36,6 @@ Status MutateMeta(Store& store, const std::function<Status(WriteTxn&)>& fn) {
   return batch->Commit(fn);
 }
 
-void Flatten(const json& j, const std::string& prefix, std::map<std::string, double>* out) {
-  for (const auto& [k, v] : j.items()) {
-    std::string name = prefix.empty() ? k : prefix + "." + k;
-    if (v.is_number()) {
-      (*out)[name] = v.get<double>();
-    } else if (v.is_boolean()) {
-      (*out)[name] = v.get<bool>() ? 1 : 0;
-    } else if (v.is_object()) {
-      Flatten(v, name, out);
-    }
-  }
-}
-
 bool ParseDouble(const std::string& s, double* out) {
   if (s.empty()) return false;
   char* end = nullptr;
@@ -52,6 +44,71 @@ bool ParseDouble(const std::string& s, double* out) {
   *out = v;
   return true;
 }
+void Flatten(const json& j, const std::string& prefix, int depth,
+             std::map<std::string, double>* out) {
+  if (depth > kMaxJsonDepth) return;
+  for (const auto& [k, v] : j.items()) {
+    if (out->size() >= kMaxMetrics) return;
+    std::string name = prefix.empty() ? k : prefix + "." + k;
+    if (name.size() > kMaxMetricName) continue;
+    if (v.is_number()) {
+      (*out)[name] = v.get<double>();
+    } else if (v.is_boolean()) {
+      (*out)[name] = v.get<bool>() ? 1 : 0;
+    } else if (v.is_object()) {
+      Flatten(v, name, depth + 1, out);
+    }
+  }
+}
+
+// JSON parse with a depth limit (nlohmann's parser itself recurses per level).
+json ParseShallowJson(std::string_view s) {
+  int depth = 0, max_depth = 0;
+  bool in_str = false, esc = false;
+  for (char c : s) {
+    if (in_str) {
+      if (esc) {
+        esc = false;
+      } else if (c == '\\') {
+        esc = true;
+      } else if (c == '"') {
+        in_str = false;
+      }
+    } else if (c == '"') {
+      in_str = true;
+    } else if (c == '{' || c == '[') {
+      max_depth = std::max(max_depth, ++depth);
+      if (max_depth > kMaxJsonDepth) return json::value_t::discarded;
+    } else if (c == '}' || c == ']') {
+      depth--;
+    }
+  }
+  return json::parse(s, nullptr, false);
+}
+
+bool IsNameChar(char c, bool first) {
+  return std::isalpha(static_cast<unsigned char>(c)) || c == '_' ||
+         (!first &&
+          (std::isdigit(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '/'));
+}
+
+// "name=value" or "name: value" (spaces allowed around), by hand: a regex
+// here backtracks quadratically on hostile lines.
+bool ParsePair(std::string_view line, std::string* name, double* value) {
+  std::string t = Trim(line);
+  if (t.empty() || !IsNameChar(t[0], true)) return false;
+  size_t i = 1;
+  while (i < t.size() && IsNameChar(t[i], false)) i++;
+  if (i > kMaxMetricName) return false;
+  size_t j = i;
+  while (j < t.size() && (t[j] == ' ' || t[j] == '\t')) j++;
+  if (j >= t.size() || (t[j] != '=' && t[j] != ':')) return false;
+  std::string num = Trim(std::string_view(t).substr(j + 1));
+  if (num.empty() || num.size() > 64) return false;
+  *name = t.substr(0, i);
+  return ParseDouble(num, value);
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------
@@ -266,9 +323,9 @@ Result<std::map<std::string, double>> ParseMetrics(std::string_view out,
                                                    const std::string& metric_regex,
                                                    const std::string& test_name) {
   std::map<std::string, double> m;
-  json whole = json::parse(out, nullptr, false);
+  json whole = ParseShallowJson(out);
   if (!whole.is_discarded() && whole.is_object()) {
-    Flatten(whole, "", &m);
+    Flatten(whole, "", 0, &m);
     return m;
   }
   std::optional<std::regex> user;
@@ -279,36 +336,39 @@ Result<std::map<std::string, double>> ParseMetrics(std::string_view out,
       return Status::InvalidArgument("metric regex: " + std::string(e.what()));
     }
   }
-  static const std::regex kPair(
-      R"(^\s*([A-Za-z_][A-Za-z0-9_.\-/]*)\s*[=:]\s*([-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?)\s*$)");
+  const size_t regex_from = out.size() > kMaxRegexBytes ? out.size() - kMaxRegexBytes : 0;
   size_t pos = 0;
-  while (pos < out.size()) {
+  while (pos < out.size() && m.size() < kMaxMetrics) {
     size_t nl = out.find('\n', pos);
     if (nl == std::string_view::npos) nl = out.size();
-    std::string line(out.substr(pos, std::min(nl - pos, kMaxRegexLine)));
+    std::string_view line = out.substr(pos, nl - pos);
+    size_t line_start = pos;
     pos = nl + 1;
     std::string t = Trim(line);
     if (!t.empty() && t.front() == '{') {
-      json j = json::parse(t, nullptr, false);
+      json j = ParseShallowJson(t);
       if (!j.is_discarded() && j.is_object()) {
-        Flatten(j, "", &m);
+        Flatten(j, "", 0, &m);
         continue;
       }
     }
-    std::smatch sm;
-    if (user && std::regex_search(line, sm, *user)) {
-      double v;
-      if (sm.size() == 3 && ParseDouble(sm[2].str(), &v)) {
-        m[sm[1].str()] = v;
-      } else if (sm.size() == 2 && ParseDouble(sm[1].str(), &v)) {
-        m[test_name] = v;
+    if (user && line_start >= regex_from) {
+      std::string capped(line.substr(0, kMaxRegexLine));
+      std::smatch sm;
+      if (std::regex_search(capped, sm, *user)) {
+        double v;
+        if (sm.size() == 3 && sm[1].length() <= static_cast<long>(kMaxMetricName) &&
+            ParseDouble(sm[2].str(), &v)) {
+          m[sm[1].str()] = v;
+        } else if (sm.size() == 2 && ParseDouble(sm[1].str(), &v)) {
+          m[test_name] = v;
+        }
+        continue;
       }
-      continue;
     }
-    if (std::regex_match(line, sm, kPair)) {
-      double v;
-      if (ParseDouble(sm[2].str(), &v)) m[sm[1].str()] = v;
-    }
+    std::string name;
+    double v;
+    if (ParsePair(line, &name, &v)) m[name] = v;
   }
   return m;
 }
@@ -326,7 +386,8 @@ std::string EncodeTestResult(const TestResult& r) {
             {"output_tail", r.output_tail},
             {"time", IsoTime(r.time_ns)},
             {"time_ns", r.time_ns}};
-  return j.dump();
+  // Test output is arbitrary bytes: never let invalid UTF-8 throw.
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
 Result<TestResult> DecodeTestResult(std::string_view s) {
@@ -336,7 +397,7 @@ Result<TestResult> DecodeTestResult(std::string_view s) {
   r.passed = j.value("passed", false);
   r.exit_code = j.value("exit_code", 0);
   r.timed_out = j.value("timed_out", false);
-  if (j.contains("metrics") && j["metrics"].is_object()) Flatten(j["metrics"], "", &r.metrics);
+  if (j.contains("metrics") && j["metrics"].is_object()) Flatten(j["metrics"], "", 0, &r.metrics);
   r.duration_s = j.value("duration_s", 0.0);
   r.cmd = j.value("cmd", "");
   r.reason = j.value("reason", "");
@@ -381,7 +442,7 @@ Status RecordTestResult(Lineage& lin, const VersionKey& key, const std::string& 
     if (!md.is_object()) md = json::object();
     if (!md.contains("tests") || !md["tests"].is_object()) md["tests"] = json::object();
     md["tests"][test] = json::parse(EncodeTestResult(r));
-    *md_text = md.dump();
+    *md_text = md.dump(-1, ' ', false, json::error_handler_t::replace);
     return Status::OK();
   });
 }
@@ -397,43 +458,64 @@ Result<std::map<std::string, TestResult>> TestResults(const Version& v) {
   return out;
 }
 
-std::string ShellQuote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) {
-    if (c == '\'') {
-      out += "'\\''";
-    } else {
-      out += c;
-    }
+std::string EnvName(const std::string& placeholder) {
+  std::string name = "LINEAGEFS_";
+  for (char c : placeholder) {
+    name += std::isalnum(static_cast<unsigned char>(c))
+                ? static_cast<char>(std::toupper(static_cast<unsigned char>(c)))
+                : '_';
   }
-  return out + "'";
+  return name;
+}
+
+std::map<std::string, std::string> EnvFor(const std::map<std::string, std::string>& vars) {
+  std::map<std::string, std::string> env;
+  for (const auto& [k, v] : vars) env[EnvName(k)] = v;
+  return env;
 }
 
 std::string SubstituteCommand(const std::string& cmd,
                               const std::map<std::string, std::string>& vars) {
-  // Plain values go in as they are (so "{path}" in double quotes still
-  // works); anything a shell would interpret is single-quoted.
-  auto render = [](const std::string& v) {
+  // A placeholder's shell context decides how a reference is written:
+  // bare "${X}", inside double quotes ${X}, inside single quotes '"${X}"'.
+  enum class Ctx { kBare, kDouble, kSingle } ctx = Ctx::kBare;
+  auto render = [&](const std::string& name, const std::string& v) -> std::string {
     bool plain = !v.empty() && std::all_of(v.begin(), v.end(), [](unsigned char c) {
       return std::isalnum(c) || std::strchr("_./:@%+=,-", c) != nullptr;
     });
-    return plain ? v : ShellQuote(v);
+    if (plain) return v;
+    std::string ref = "${" + EnvName(name) + "}";
+    switch (ctx) {
+      case Ctx::kBare: return "\"" + ref + "\"";
+      case Ctx::kDouble: return ref;
+      case Ctx::kSingle: return "'\"" + ref + "\"'";
+    }
+    return ref;
   };
   std::string out;
   size_t i = 0;
   while (i < cmd.size()) {
-    if (cmd[i] == '{') {
+    char c = cmd[i];
+    if (c == '{') {
       size_t close = cmd.find('}', i + 1);
       if (close != std::string::npos) {
         auto it = vars.find(cmd.substr(i + 1, close - i - 1));
         if (it != vars.end()) {
-          out += render(it->second);
+          out += render(it->first, it->second);
           i = close + 1;
           continue;
         }
       }
     }
-    out += cmd[i++];
+    if (c == '\\' && ctx != Ctx::kSingle && i + 1 < cmd.size()) {
+      out += cmd.substr(i, 2);  // an escaped character changes no context
+      i += 2;
+      continue;
+    }
+    if (c == '\'' && ctx != Ctx::kDouble) ctx = ctx == Ctx::kSingle ? Ctx::kBare : Ctx::kSingle;
+    if (c == '"' && ctx != Ctx::kSingle) ctx = ctx == Ctx::kDouble ? Ctx::kBare : Ctx::kDouble;
+    out += c;
+    i++;
   }
   return out;
 }
@@ -454,7 +536,9 @@ Result<std::vector<VersionKey>> LineagePath(const Lineage& lin, const VersionKey
   while (!q.empty() && !found) {
     VersionKey k = q.front();
     q.pop_front();
-    LFS_ASSIGN_OR_RETURN(Version v, lin.GetVersion(k));
+    auto got = lin.GetVersion(k);
+    if (!got.ok() && got.status().code() == Status::Code::kNotFound) continue;  // removed
+    LFS_ASSIGN_OR_RETURN(Version v, std::move(got));
     std::vector<VersionKey> ups;
     for (const auto& p : v.parents) {
       if (!p.tombstone) ups.push_back(p.parent);
@@ -477,7 +561,8 @@ Result<std::vector<VersionKey>> LineagePath(const Lineage& lin, const VersionKey
 }
 
 Result<BisectOutcome> Bisect(const std::vector<VersionKey>& path,
-                             const std::function<Result<bool>(const VersionKey&)>& passes) {
+                             const std::function<Result<bool>(const VersionKey&)>& passes,
+                             std::optional<bool> good_known) {
   if (path.size() < 2) return Status::InvalidArgument("bisect needs two distinct versions");
   BisectOutcome out;
   auto run = [&](size_t i) -> Result<bool> {
@@ -493,6 +578,17 @@ Result<BisectOutcome> Bisect(const std::vector<VersionKey>& path,
     size_t mid = lo + (hi - lo) / 2;
     LFS_ASSIGN_OR_RETURN(bool ok, run(mid));
     (ok ? lo : hi) = mid;
+  }
+  if (lo == 0) {
+    // Everything tested failed: make sure GOOD really passes.
+    bool good = good_known.has_value() ? *good_known : false;
+    if (!good_known.has_value()) {
+      LFS_ASSIGN_OR_RETURN(good, run(0));
+    }
+    if (!good) {
+      return Status::InvalidArgument(path[0].str() + " fails the test too: pick a passing " +
+                                     "ancestor (or fix the test)");
+    }
   }
   out.first_bad = path[hi];
   out.last_good = path[lo];
@@ -510,8 +606,8 @@ std::string CascadeMetadata(const VersionKey& rebuilt_from, const VersionKey& ol
       .dump();
 }
 
-Result<std::map<VersionKey, VersionKey>> RebuiltVersions(const Lineage& lin) {
-  std::map<VersionKey, VersionKey> out;
+Result<std::multimap<VersionKey, VersionKey>> RebuiltVersions(const Lineage& lin) {
+  std::multimap<VersionKey, VersionKey> out;
   LFS_ASSIGN_OR_RETURN(auto models, lin.ListModels());
   for (const auto& m : models) {
     LFS_ASSIGN_OR_RETURN(auto vs, lin.ListVersions(m));
@@ -520,7 +616,7 @@ Result<std::map<VersionKey, VersionKey>> RebuiltVersions(const Lineage& lin) {
       json md = json::parse(v.metadata_json, nullptr, false);
       if (!md.is_object() || !md.contains("cascade") || !md["cascade"].is_object()) continue;
       auto from = VersionKey::Parse(md["cascade"].value("rebuilt_from", ""));
-      if (from.ok()) out[*from] = v.key;
+      if (from.ok()) out.emplace(*from, v.key);
     }
   }
   return out;
@@ -540,6 +636,11 @@ Result<CascadePlan> PlanCascade(const Lineage& lin, const VersionKey& old_versio
   // cascade's output, or a version made by hand against NEW).
   LFS_ASSIGN_OR_RETURN(auto new_desc, lin.Descendants(new_version));
   std::set<VersionKey> under_new(new_desc.begin(), new_desc.end());
+  under_new.insert(new_version);  // NEW may itself derive from OLD
+  if (under_new.count(old_version)) {
+    return Status::InvalidArgument(old_version.str() + " derives from " + new_version.str() +
+                                   ": a cascade goes from an older version to a newer one");
+  }
 
   CascadePlan plan{old_version, new_version, {}};
   std::map<VersionKey, size_t> index;
@@ -583,6 +684,7 @@ Result<CascadePlan> PlanCascade(const Lineage& lin, const VersionKey& old_versio
       s.recipe = md["recipe"].get<std::string>();
     }
     for (const auto& p : v.parents) {
+      if (p.tombstone) continue;  // gone: the rebuild cannot derive from it
       CascadeStep::Parent cp{p.parent, p.relation, p.parent == old_version, std::nullopt};
       auto it = step_of.find(p.parent);
       if (it != step_of.end()) {
@@ -595,10 +697,12 @@ Result<CascadePlan> PlanCascade(const Lineage& lin, const VersionKey& old_versio
       s.parents.push_back(cp);
     }
     if (s.skip_reason.empty() && s.recipe.empty()) s.skip_reason = "no recipe recorded";
-    auto done = rebuilt.find(v.key);
-    if (done != rebuilt.end() && under_new.count(done->second)) {
-      s.already_rebuilt = done->second;
-      s.skip_reason.clear();
+    auto [first, last] = rebuilt.equal_range(v.key);
+    for (auto it = first; it != last; ++it) {
+      if (under_new.count(it->second)) {
+        s.already_rebuilt = it->second;
+        s.skip_reason.clear();
+      }
     }
     step_of[v.key] = plan.steps.size();
     plan.steps.push_back(std::move(s));

@@ -94,11 +94,17 @@ Status RecordTestResult(Lineage& lin, const VersionKey& key, const std::string& 
                         const TestResult& r);
 Result<std::map<std::string, TestResult>> TestResults(const Version& v);
 
-// Substitutes {path} {model} {version} {parent_path} {out_path} ...; unknown
-// placeholders are left alone. Values are shell-quoted: commands run via sh -c.
+// Commands run via `sh -c`. Each placeholder {name} is also exported as
+// LINEAGEFS_<NAME> ('.' -> '_'): EnvName("parent_path.1") is
+// "LINEAGEFS_PARENT_PATH_1". SubstituteCommand puts a value in verbatim when
+// it is made of characters no shell interprets, and otherwise a reference
+// to LINEAGEFS_<NAME> quoted for where the placeholder stands (bare, inside
+// "…" or inside '…'), which the shell expands once and never re-parses: a
+// hostile model name cannot inject commands. Unknown placeholders stay.
+std::string EnvName(const std::string& placeholder);
+std::map<std::string, std::string> EnvFor(const std::map<std::string, std::string>& vars);
 std::string SubstituteCommand(const std::string& cmd,
                               const std::map<std::string, std::string>& vars);
-std::string ShellQuote(const std::string& s);
 
 // --- Bisect ---------------------------------------------------------------
 // The provenance path from ancestor `good` down to descendant `bad` (both
@@ -112,11 +118,15 @@ struct BisectOutcome {
   int runs = 0;
   std::vector<std::pair<VersionKey, bool>> log;  // (version, passed) in run order
 };
-// path[0] is taken to pass; path.back() is tested first (it must fail), then
-// binary search over the versions between: at most ceil(log2(n-1)) + 1 runs
-// for a path of n versions. `passes` returns Status on infrastructure errors.
+// path.back() is tested first (it must fail), then binary search over the
+// versions between: at most ceil(log2(n-1)) + 1 runs for a path of n
+// versions. path[0] is taken to pass on the user's word (`good_known`: e.g.
+// a recorded result) unless every version tested fails: then it is tested
+// too, and a failing path[0] is an error (a test broken everywhere must not
+// name a culprit). `passes` returns Status on infrastructure errors.
 Result<BisectOutcome> Bisect(const std::vector<VersionKey>& path,
-                             const std::function<Result<bool>(const VersionKey&)>& passes);
+                             const std::function<Result<bool>(const VersionKey&)>& passes,
+                             std::optional<bool> good_known = std::nullopt);
 
 // --- Cascade --------------------------------------------------------------
 struct CascadeStep {
@@ -148,7 +158,8 @@ Result<CascadePlan> PlanCascade(const Lineage& lin, const VersionKey& old_versio
 // Metadata written on a rebuilt version under "cascade".
 std::string CascadeMetadata(const VersionKey& rebuilt_from, const VersionKey& old_parent,
                             const VersionKey& new_parent);
-// Versions already rebuilt by a cascade: "rebuilt_from" -> the rebuild.
-Result<std::map<VersionKey, VersionKey>> RebuiltVersions(const Lineage& lin);
+// Versions already rebuilt by a cascade: "rebuilt_from" -> each rebuild
+// (committed ones only).
+Result<std::multimap<VersionKey, VersionKey>> RebuiltVersions(const Lineage& lin);
 
 }  // namespace lfs::lineage

@@ -33,6 +33,7 @@ PY = "/usr/bin/python3"
 DEADLINE_S = 900
 
 checks = 0
+WORK = []  # the scratch dir: commands run there, so an injected `touch` would land in it
 
 
 def check(cond, what):
@@ -44,7 +45,8 @@ def check(cond, what):
 
 
 def run(args, ok=True, **kw):
-    p = subprocess.run(args, capture_output=True, text=True, timeout=600, **kw)
+    kw.setdefault("cwd", WORK[0] if WORK else None)
+    p = subprocess.run(args, capture_output=True, text=True, errors="replace", timeout=600, **kw)
     if ok and p.returncode != 0:
         raise AssertionError(f"{' '.join(args)} -> {p.returncode}\n{p.stdout}\n{p.stderr}")
     return p
@@ -60,7 +62,7 @@ def main():
     ap.add_argument("--lineagefs", required=True)
     ap.add_argument("--seed", type=int, default=int(time.time()) % 10000)
     a = ap.parse_args()
-    lfs = a.lineagefs
+    lfs = os.path.abspath(a.lineagefs)
     rnd = random.Random(a.seed)
     print(f"seed {a.seed}")
 
@@ -70,6 +72,7 @@ def main():
     signal.signal(signal.SIGALRM, on_alarm)
     signal.alarm(DEADLINE_S)
     work = tempfile.mkdtemp(prefix="lfs-workflow-")
+    WORK.append(work)
     store = os.path.join(work, "store")
     mnt = os.path.join(work, "mnt")
     os.makedirs(mnt)
@@ -115,6 +118,17 @@ def main():
         broken_kid = make("brokenkid", f"{PY} {TINY} finetune {{parent_path}} {{out_path}}",
                           ["broken2/v1"])
 
+        # A model name built to inject shell commands into recipes and tests.
+        evil = make("evil$(touch pwned);`touch pwned` x", f"{PY} {TINY} finetune {{parent_path}} "
+                    "{out_path}", [base1])
+        # Two checkpoints of one model: each rebuild must replace its own.
+        ck1 = make("ckpt", f"{PY} {TINY} finetune {{parent_path}} {{out_path}} --seed 3", [base1])
+        ck2 = make("ckpt", f"{PY} {TINY} finetune {{parent_path}} {{out_path}} --seed 4", [base1])
+        # A branch whose rebuild will fail its tests.
+        regress = make("regress", f"{PY} {TINY} finetune {{parent_path}} {{out_path}}", [base1])
+        regress_kid = make("regresskid", f"{PY} {TINY} finetune {{parent_path}} {{out_path}}",
+                           [regress])
+
         # --- tests over the graph -------------------------------------------
         L("test", "add", store, "acc", "--all", "--cmd", f"{PY} {TINY} eval {{path}}",
           "--pass-if", "acc>=0.75")
@@ -126,8 +140,9 @@ def main():
               "a malformed --pass-if is refused at `test add`: " + bad.stderr.strip())
         res = J("test", "run", store, "-j", "2")
         ran = {(r["version"], r["test"]) for r in res["results"]}
-        committed = [f"{m}/{v}" for m in ["base", "ft", "ftb", "q8", "merged", "broken",
-                                          "brokenkid", "broken2"] for v in ["v1"]]
+        committed = [f"{m}/v1" for m in ["base", "ft", "ftb", "q8", "merged", "broken",
+                                         "brokenkid", "broken2", "regress", "regresskid"]]
+        committed += [evil, ck1, ck2]
         check(all((v, "acc") in ran for v in committed), "the --all test ran on every version")
         check({v for v, t in ran if t == "quant-drop"} == {q},
               "the relation test ran on exactly the quantize versions")
@@ -167,6 +182,40 @@ def main():
         check(h.returncode == 1 and hr["timed_out"] and not hr["passed"] and
               time.monotonic() - t0 < 30, "a hung test times out and fails")
         L("test", "rm", store, "hang")
+        # A test that exits leaving a process holding its stdout passes at once.
+        L("test", "add", store, "bg", "--model", "base", "--timeout", "60",
+          "--cmd", "sleep 77.7 & echo acc=1", "--pass-if", "acc==1")
+        t0 = time.monotonic()
+        b = json.loads(L("test", "run", store, base1, "--test", "bg", "--json").stdout)
+        check(b["results"][0]["passed"] and time.monotonic() - t0 < 30 and
+              run(["pgrep", "-f", "sleep 77.7"], ok=False).returncode == 1,
+              "a test leaving a background process passes at once; the process is reaped")
+        # Bytes that are not UTF-8 (a progress bar cut mid-character) are fine.
+        L("test", "add", store, "bytes", "--model", "base", "--pass-if", "acc==1", "--cmd",
+          "printf '\\342\\226'; head -c 3000 /dev/urandom; printf '\\nacc=1\\n'")
+        b = json.loads(L("test", "run", store, base1, "--test", "bytes", "--json").stdout)
+        check(b["results"][0]["passed"], "binary test output is recorded, not a crash")
+        for name in ["bg", "bytes"]:
+            L("test", "rm", store, name)
+        # ^C during a run: the test's processes die, nothing is recorded, the
+        # private mount goes.
+        L("test", "add", store, "hang2", "--model", "base", "--cmd", "sleep 61.5")
+        proc = subprocess.Popen([lfs, "test", "run", store, base1, "--test", "hang2"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=work)
+        seen = []
+        for _ in range(400):
+            seen = private_mounts()
+            if seen and run(["pgrep", "-f", "sleep 61.5"], ok=False).returncode == 0:
+                break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+        check(seen and proc.returncode != 0 and private_mounts() == [] and
+              not any(os.path.exists(m) for m in seen) and
+              run(["pgrep", "-f", "sleep 61.5"], ok=False).returncode == 1 and
+              "hang2" not in J("show", store, base1)["metadata"].get("tests", {}),
+              "^C stops the test, records nothing, unmounts and removes the mount dir")
+        L("test", "rm", store, "hang2")
 
         # --- bisect -----------------------------------------------------------
         n = 12
@@ -186,7 +235,7 @@ def main():
         # --- cascade ------------------------------------------------------------
         base2 = make("base", f"{PY} {TINY} base {{out_path}} --steps 150", [])
         stale = {s["version"] for s in J("stale", store)}
-        want = {ft, ftb, q, merged, broken, broken_kid, "broken2/v1", q2}
+        want = {ft, ftb, q, merged, broken, broken_kid, "broken2/v1", q2, evil, ck1, ck2}
         check(want <= stale, "stale lists every descendant of the old base")
         plan = J("cascade", store, base1, base2, "--dry-run")
         steps = {s["target"]: s for s in plan["steps"]}
@@ -195,15 +244,22 @@ def main():
         versions_before = {m: len(J("log", store, m)) for m in ["ft", "q8", "merged"]}
         check(all(v == 1 for v in versions_before.values()), "dry run changes nothing")
 
+        L("test", "add", store, "strict", "--model", "regress",
+          "--cmd", f"{PY} {TINY} eval {{path}}", "--pass-if", "acc>=0.99")
         p = L("cascade", store, base1, base2, "-j", "2", "--json", ok=False)
         out = json.loads(p.stdout)
-        check(p.returncode == 1 and out["failed"] == 1 and out["skipped"] == 1,
-              "cascade reports the failing recipe (exit 1) and skips its branch")
+        check(p.returncode == 1 and out["failed"] == 2 and out["skipped"] == 2,
+              "cascade reports the failing recipe and the failing test (exit 1), skips their "
+              "branches")
         status = {r["target"]: r for r in out["results"]}
         check(status["broken2/v1"]["status"] == "failed" and
               "recipe exited" in status["broken2/v1"]["reason"], "the failing recipe is named")
         check(status[broken_kid]["status"] == "skipped", "the failed branch stops there")
-        for target in [ft, ftb, q, merged, broken, q2]:
+        check(status[regress]["status"] == "failed" and "test(s) failed" in
+              status[regress]["reason"] and status[regress_kid]["status"] == "skipped",
+              "a rebuild failing its tests is not committed; its branch stops")
+        check(len(J("log", store, "regress")) == 1, "... and its draft is gone")
+        for target in [ft, ftb, q, merged, broken, q2, evil, ck1, ck2]:
             check(status[target]["status"] == "rebuilt", f"{target} rebuilt")
         check(len(J("log", store, "broken2")) == 1 and len(J("log", store, "brokenkid")) == 1,
               "a failed rebuild leaves no version or draft")
@@ -211,6 +267,10 @@ def main():
         v_ft = J("show", store, new[ft])
         check([p["parent"] for p in v_ft["parents"]] == [base2] and v_ft["predecessor"] == "v1",
               "the rebuilt fine-tune derives from the new base; its predecessor is the old one")
+        preds = {J("show", store, new[k])["predecessor"] for k in [ck1, ck2]}
+        check(preds == {"v1", "v2"}, "each rebuilt checkpoint replaces its own predecessor")
+        check(not os.path.exists(os.path.join(work, "pwned")) and
+              not os.path.exists("pwned"), "a hostile model name injected nothing")
         v_m = J("show", store, new[merged])
         check(sorted(p["parent"] for p in v_m["parents"]) == sorted([new[ft], new[ftb]]),
               "the rebuilt merge derives from both rebuilt parents")

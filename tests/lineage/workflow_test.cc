@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "store/formats/format.h"
@@ -11,6 +13,15 @@
 
 namespace lfs::lineage {
 namespace {
+
+using TempDirGuard = testing::TempDir;
+
+// Single quotes for building the test's own shell command line.
+std::string ShellQuoteForTest(const std::string& v) {
+  std::string out = "'";
+  for (char c : v) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
 
 class WorkflowTest : public ::testing::Test {
  protected:
@@ -133,7 +144,30 @@ TEST(MetricsTest, JsonLinesAndRegex) {
   EXPECT_DOUBLE_EQ(m["f1"], 0.5);
   ASSERT_OK_AND_ASSIGN(m, ParseMetrics("Accuracy: 93.5%\n", R"(Accuracy: ([0-9.]+)%)", "acc"));
   EXPECT_DOUBLE_EQ(m["acc"], 93.5);
-  // A hostile megabyte-long line neither crashes the regex nor yields a metric.
+  // A JSON line longer than the regex cap still counts.
+  std::string big = "{\"acc\": 0.5, \"pad\": \"" + std::string(5000, 'p') + "\"}\n";
+  ASSERT_OK_AND_ASSIGN(m, ParseMetrics("log line\n" + big, "", "t"));
+  EXPECT_DOUBLE_EQ(m["acc"], 0.5);
+}
+
+TEST(MetricsTest, HostileOutputIsBounded) {
+  // 1 MiB of nesting: refused, not a stack overflow.
+  std::string deep;
+  for (int i = 0; i < 200000; i++) deep += "{\"a\":";
+  ASSERT_OK_AND_ASSIGN(auto m, ParseMetrics(deep, "", "t"));
+  EXPECT_TRUE(m.empty());
+  // Quadratic-backtracking bait for a regex: parsed by hand, linear.
+  std::string bait;
+  for (int i = 0; i < 256; i++) bait += "x=" + std::string(4000, '1') + "z\n";
+  ASSERT_OK_AND_ASSIGN(m, ParseMetrics(bait, "", "t"));
+  EXPECT_TRUE(m.empty());
+  // A flood of metrics is capped.
+  std::string flood;
+  for (int i = 0; i < 100000; i++) flood += "m" + std::to_string(i) + "=1\n";
+  ASSERT_OK_AND_ASSIGN(m, ParseMetrics(flood, "", "t"));
+  EXPECT_LE(m.size(), 256u);
+  EXPECT_GT(m.size(), 0u);
+  // A user regex over a megabyte line neither crashes nor matches past its cap.
   std::string huge(1 << 20, 'a');
   ASSERT_OK_AND_ASSIGN(m, ParseMetrics(huge + "=1\n", R"((a+)=(\d))", "t"));
   EXPECT_TRUE(m.empty());
@@ -160,11 +194,36 @@ TEST(JudgeTest, ExitStatusTimeoutAndCondition) {
   EXPECT_NE(r.reason.find("acc=0.4"), std::string::npos);
 }
 
-TEST(SubstituteTest, QuotesOnlyWhatAShellWouldInterpret) {
-  std::map<std::string, std::string> vars = {{"path", "/mnt/m/v1"}, {"model", "it's; rm -rf /"}};
+TEST(SubstituteTest, HostileValuesNeverReachTheShellParser) {
+  TempDirGuard tmp;
+  const std::string pwned = tmp.path() + "/pwned";
+  std::map<std::string, std::string> vars = {
+      {"path", "/mnt/m/v1"},
+      {"model", "m$(touch " + pwned + ")`touch " + pwned + "`'\"; touch " + pwned},
+      {"parent_path.1", "/mnt/p q"}};
   EXPECT_EQ(SubstituteCommand("eval \"{path}\" {path}/model.pt {unknown}", vars),
             "eval \"/mnt/m/v1\" /mnt/m/v1/model.pt {unknown}");
-  EXPECT_EQ(SubstituteCommand("echo {model}", vars), "echo 'it'\\''s; rm -rf /'");
+  EXPECT_EQ(SubstituteCommand("x {parent_path.1}", vars), "x \"${LINEAGEFS_PARENT_PATH_1}\"");
+  EXPECT_EQ(SubstituteCommand("x \"a {parent_path.1}\"", vars),
+            "x \"a ${LINEAGEFS_PARENT_PATH_1}\"");
+  EXPECT_EQ(SubstituteCommand("x 'a {parent_path.1}'", vars),
+            "x 'a '\"${LINEAGEFS_PARENT_PATH_1}\"''");
+  EXPECT_EQ(EnvName("parent_path.1"), "LINEAGEFS_PARENT_PATH_1");
+  // Run it for real, bare and inside double quotes: the name arrives intact
+  // and nothing it contains is executed.
+  for (const char* tmpl :
+       {"printf '%s|' {model}", "printf '%s|' \"{model}\"", "printf '%s|' '{model}'"}) {
+    std::string cmd;
+    for (const auto& [k, v] : EnvFor(vars)) cmd += k + "=" + ShellQuoteForTest(v) + " ";
+    cmd += "sh -c " + ShellQuoteForTest(SubstituteCommand(tmpl, vars));
+    FILE* f = ::popen(cmd.c_str(), "r");
+    ASSERT_NE(f, nullptr);
+    char buf[512] = {};
+    size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+    ::pclose(f);
+    EXPECT_EQ(std::string(buf, n), vars["model"] + "|") << tmpl;
+    EXPECT_FALSE(std::filesystem::exists(pwned)) << tmpl;
+  }
 }
 
 TEST_F(WorkflowTest, ResultsAreRecordedOnCommittedVersions) {
@@ -174,6 +233,7 @@ TEST_F(WorkflowTest, ResultsAreRecordedOnCommittedVersions) {
   r.metrics = {{"acc", 0.91}};
   r.time_ns = 1234;
   r.cmd = "true";
+  ASSERT_OK_AND_ASSIGN(Version before, lin_->GetVersion(v));
   ASSERT_OK(RecordTestResult(*lin_, v, "acc", r));
   r.passed = false;
   r.reason = "exit status 1";
@@ -186,7 +246,13 @@ TEST_F(WorkflowTest, ResultsAreRecordedOnCommittedVersions) {
   EXPECT_DOUBLE_EQ(res["acc"].metrics["acc"], 0.91);
   EXPECT_FALSE(res["smoke"].passed);
   EXPECT_EQ(res["smoke"].reason, "exit status 1");
-  EXPECT_EQ(got.ContentId(), got.ContentId());  // annotation does not change content
+  EXPECT_EQ(got.ContentId(), before.ContentId());  // annotation does not change content
+  // Output that is not UTF-8 (a progress bar cut mid-character) is stored.
+  r.output_tail = std::string("\xe2\x96") + "\xff tail";
+  ASSERT_OK(RecordTestResult(*lin_, v, "bytes", r));
+  ASSERT_OK_AND_ASSIGN(got, lin_->GetVersion(v));
+  ASSERT_OK_AND_ASSIGN(res, TestResults(got));
+  EXPECT_EQ(res.count("bytes"), 1u);
 }
 
 TEST_F(WorkflowTest, BisectFindsFirstBadWithinLogRuns) {
@@ -214,6 +280,23 @@ TEST_F(WorkflowTest, BisectFindsFirstBadWithinLogRuns) {
                        Bisect(path, [](const VersionKey&) -> Result<bool> { return true; }));
   EXPECT_FALSE(none.first_bad.has_value());
   EXPECT_EQ(none.runs, 1);
+  // A test failing everywhere does not name a culprit: GOOD is checked.
+  int runs = 0;
+  EXPECT_CODE(Bisect(path,
+                     [&](const VersionKey&) -> Result<bool> {
+                       runs++;
+                       return false;
+                     })
+                  .status(),
+              kInvalidArgument);
+  EXPECT_LE(runs, bound + 1);
+  // ... unless a recorded result vouches for it (no extra run).
+  ASSERT_OK_AND_ASSIGN(
+      auto vouched,
+      Bisect(
+          path, [&](const VersionKey& k) -> Result<bool> { return k == chain[0]; }, true));
+  EXPECT_EQ(*vouched.first_bad, chain[1]);
+  EXPECT_LE(vouched.runs, bound);
   // Errors of the runner stop the bisection.
   EXPECT_CODE(
       Bisect(path, [](const VersionKey&) -> Result<bool> { return Status::IOError("mount gone"); })
@@ -286,6 +369,21 @@ TEST_F(WorkflowTest, CascadePlanOrdersMergesAfterAllRebuiltParents) {
   }
   EXPECT_TRUE(saw);
   EXPECT_CODE(PlanCascade(*lin_, base1, base1).status(), kInvalidArgument);
+  EXPECT_CODE(PlanCascade(*lin_, ft, base1).status(), kInvalidArgument);  // backwards
+}
+
+TEST_F(WorkflowTest, CascadeNeverTargetsNewAndDropsTombstonedParents) {
+  VersionKey old_base = Make("base", {}, "", "1");
+  VersionKey gone = Make("gone");
+  VersionKey ft = Make("ft", {P(old_base), P(gone, Relation::kMerge)}, "r");
+  // NEW imported as a child of OLD: a descendant of OLD, never a target.
+  VersionKey new_base = Make("base", {P(old_base)}, "r2", "2");
+  ASSERT_OK(lin_->RemoveVersion(gone, /*force=*/true));
+  ASSERT_OK_AND_ASSIGN(auto plan, PlanCascade(*lin_, old_base, new_base));
+  ASSERT_EQ(plan.steps.size(), 1u);
+  EXPECT_EQ(plan.steps[0].target, ft);
+  ASSERT_EQ(plan.steps[0].parents.size(), 1u);  // the tombstone is not carried over
+  EXPECT_TRUE(plan.steps[0].parents[0].is_old);
 }
 
 }  // namespace
