@@ -115,43 +115,56 @@ class Store::WorkerPool {
     cv_.notify_all();
     for (auto& t : threads_) t.join();
   }
+  // A set of n items run by fn(0..n-1); heap-allocated and shared with the
+  // pool's jobs, so a caller may return before every helper has started.
+  struct Group {
+    Group(size_t n, std::function<void(size_t)> fn) : n(n), fn(std::move(fn)) {}
+    const size_t n;
+    const std::function<void(size_t)> fn;
+    std::mutex mu;
+    std::condition_variable done_cv;
+    size_t next = 0, finished = 0;
+    // Runs items until none is left to take.
+    void Run() {
+      for (;;) {
+        size_t i;
+        {
+          std::lock_guard<std::mutex> l(mu);
+          if (next >= n) return;
+          i = next++;
+        }
+        fn(i);
+        std::lock_guard<std::mutex> l(mu);
+        if (++finished == n) done_cv.notify_all();
+      }
+    }
+  };
+  // Starts fn(0..n-1) on the pool and returns at once; Wait() finishes it.
+  std::shared_ptr<Group> Submit(size_t n, std::function<void(size_t)> fn) {
+    auto g = std::make_shared<Group>(n, std::move(fn));
+    size_t helpers = std::min(threads_.size(), n);
+    if (helpers > 0) {
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        for (size_t i = 0; i < helpers; i++) jobs_.push_back([g] { g->Run(); });
+      }
+      cv_.notify_all();
+    }
+    return g;
+  }
+  // The calling thread runs what no worker has taken yet, then waits for the rest.
+  static void Wait(Group& g) {
+    g.Run();
+    std::unique_lock<std::mutex> l(g.mu);
+    g.done_cv.wait(l, [&] { return g.finished == g.n; });
+  }
   // Runs fn(0..n-1) across the pool and the calling thread; returns when done.
   void ParallelFor(size_t n, const std::function<void(size_t)>& fn) {
     if (n <= 1 || threads_.empty()) {
       for (size_t i = 0; i < n; i++) fn(i);
       return;
     }
-    std::mutex done_mu;
-    std::condition_variable done_cv;
-    size_t next = 0, finished = 0;
-    auto runner = [&] {
-      for (;;) {
-        size_t i;
-        {
-          std::lock_guard<std::mutex> l(done_mu);
-          if (next >= n) return;
-          i = next++;
-        }
-        fn(i);
-        std::lock_guard<std::mutex> l(done_mu);
-        if (++finished == n) done_cv.notify_all();
-      }
-    };
-    size_t helpers = std::min(threads_.size(), n - 1);
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      for (size_t i = 0; i < helpers; i++) jobs_.push_back(runner);
-    }
-    cv_.notify_all();
-    runner();
-    {
-      std::unique_lock<std::mutex> l(done_mu);
-      done_cv.wait(l, [&] { return finished == n; });
-    }  // released: late helpers take done_mu to see that nothing is left
-    // Helpers that start after all items are taken return at once; wait for
-    // them so `runner` (on this stack) is not used after we return.
-    std::unique_lock<std::mutex> jl(mu_);
-    idle_cv_.wait(jl, [&] { return jobs_.empty() && running_ == 0; });
+    Wait(*Submit(n, fn));
   }
 
  private:
@@ -162,19 +175,15 @@ class Store::WorkerPool {
       if (stop_ && jobs_.empty()) return;
       auto job = std::move(jobs_.front());
       jobs_.pop_front();
-      running_++;
       l.unlock();
       job();
       l.lock();
-      running_--;
-      if (jobs_.empty() && running_ == 0) idle_cv_.notify_all();
     }
   }
   std::mutex mu_;
-  std::condition_variable cv_, idle_cv_;
+  std::condition_variable cv_;
   std::deque<std::function<void()>> jobs_;
   std::vector<std::thread> threads_;
-  size_t running_ = 0;
   bool stop_ = false;
 };
 
@@ -479,10 +488,33 @@ struct WriteBatch::Impl {
   bool done = false;
 };
 
+struct WriteBatch::Prepared {
+  Digest digest;
+  bool exists = false;  // already in the index or the batch
+  std::string frame;
+  ChunkEntry entry;
+  Status status;
+};
+
+// Chunks being encoded by the workers (StartChunks .. FinishChunks). The
+// batch waits for its jobs before it finishes in any way (they point into it).
+struct WriteBatch::Pending {
+  std::vector<OwnedChunk> chunks;
+  std::vector<ChunkRequest> reqs;
+  std::vector<Prepared> prep;
+  std::shared_ptr<Store::WorkerPool::Group> group;
+};
+
 WriteBatch::WriteBatch(Store* s) : store_(s), impl_(new Impl) {}
 
 WriteBatch::~WriteBatch() {
+  WaitPending();
   if (!impl_->done) Abort();
+}
+
+void WriteBatch::WaitPending() {
+  if (pending_) Store::WorkerPool::Wait(*pending_->group);
+  pending_.reset();
 }
 
 Result<std::unique_ptr<WriteBatch>> Store::BeginWrite() {
@@ -513,13 +545,62 @@ Result<std::unique_ptr<WriteBatch>> Store::BeginWrite() {
 }
 
 namespace {
-struct Prepared {
-  Digest digest;
-  bool exists = false;  // already in the index or the batch
-  std::string frame;
-  ChunkEntry entry;
-  Status status;
-};
+// Stage 1 of storing a chunk (any thread): hash, look up, pick a delta base
+// within the depth bound, encode, frame.
+void PrepareChunk(Store& st, const ChunkRequest& r, WriteBatch::Prepared* p) {
+  if (r.raw.size() > UINT32_MAX - 1024) {
+    p->status = Status::InvalidArgument("chunk larger than 4 GiB");
+    return;
+  }
+  p->digest = Digest::Of(r.raw.data(), r.raw.size());
+  auto found = st.FindChunk(p->digest);
+  if (!found.ok()) {
+    p->status = found.status();
+    return;
+  }
+  if (*found) {
+    p->exists = true;
+    return;
+  }
+  std::optional<ChunkEntry> base_entry;
+  std::shared_ptr<const std::string> base_raw;
+  Digest base_digest;
+  if (r.base && *r.base != p->digest) {
+    // Walk up the base's own chain until the new chunk's depth fits the bound.
+    Digest cand = *r.base;
+    for (int hops = 0; hops <= st.options().max_delta_depth + 1; hops++) {
+      auto be = st.FindChunk(cand);
+      if (!be.ok() || !*be || (*be)->raw_len != r.raw.size()) break;
+      if ((*be)->depth + 1 <= st.options().max_delta_depth) {
+        auto braw = st.ReadChunk(cand);
+        if (braw.ok()) {
+          base_entry = **be;
+          base_digest = cand;
+          base_raw = *braw;
+        }
+        break;
+      }
+      cand = (*be)->base;
+    }
+  }
+  codec::EncodeOptions eo;
+  eo.elem_width = r.elem_width;
+  std::string_view base_view = base_raw ? std::string_view(*base_raw) : std::string_view();
+  codec::Encoded enc = codec::Encode(r.raw, eo, base_raw ? &base_view : nullptr);
+  FrameHeader h;
+  h.codec = enc.codec;
+  h.elem_width = static_cast<uint8_t>(r.elem_width);
+  h.raw_len = static_cast<uint32_t>(r.raw.size());
+  h.digest = p->digest;
+  if (enc.codec == codec::CodecId::kXorDelta) h.base = base_digest;
+  p->frame = EncodeFrame(h, enc.payload);
+  p->entry.frame_len = static_cast<uint32_t>(p->frame.size());
+  p->entry.raw_len = h.raw_len;
+  p->entry.codec = enc.codec;
+  p->entry.elem_width = h.elem_width;
+  p->entry.base = h.base;
+  p->entry.depth = enc.codec == codec::CodecId::kXorDelta ? base_entry->depth + 1 : 0;
+}
 }  // namespace
 
 Result<Digest> WriteBatch::PutChunk(std::string_view raw, int elem_width,
@@ -530,68 +611,43 @@ Result<Digest> WriteBatch::PutChunk(std::string_view raw, int elem_width,
 
 Result<std::vector<Digest>> WriteBatch::PutChunks(const std::vector<ChunkRequest>& reqs) {
   if (impl_->done) return Status::InvalidArgument("batch already finished");
-  Store& st = *store_;
+  if (pending_) return Status::InvalidArgument("PutChunks while chunks are pending");
   std::vector<Prepared> prep(reqs.size());
-  // Stage 1 (parallel): hash, look up, pick a delta base, encode.
-  st.workers().ParallelFor(reqs.size(), [&](size_t i) {
-    const ChunkRequest& r = reqs[i];
-    Prepared& p = prep[i];
-    if (r.raw.size() > UINT32_MAX - 1024) {
-      p.status = Status::InvalidArgument("chunk larger than 4 GiB");
-      return;
-    }
-    p.digest = Digest::Of(r.raw.data(), r.raw.size());
-    auto found = st.FindChunk(p.digest);
-    if (!found.ok()) {
-      p.status = found.status();
-      return;
-    }
-    if (*found) {
-      p.exists = true;
-      return;
-    }
-    std::optional<ChunkEntry> base_entry;
-    std::shared_ptr<const std::string> base_raw;
-    Digest base_digest;
-    if (r.base && *r.base != p.digest) {
-      // Walk up the base's own chain until the new chunk's depth fits the bound.
-      Digest cand = *r.base;
-      for (int hops = 0; hops <= st.options().max_delta_depth + 1; hops++) {
-        auto be = st.FindChunk(cand);
-        if (!be.ok() || !*be || (*be)->raw_len != r.raw.size()) break;
-        if ((*be)->depth + 1 <= st.options().max_delta_depth) {
-          auto braw = st.ReadChunk(cand);
-          if (braw.ok()) {
-            base_entry = **be;
-            base_digest = cand;
-            base_raw = *braw;
-          }
-          break;
-        }
-        cand = (*be)->base;
-      }
-    }
-    codec::EncodeOptions eo;
-    eo.elem_width = r.elem_width;
-    std::string_view base_view = base_raw ? std::string_view(*base_raw) : std::string_view();
-    codec::Encoded enc = codec::Encode(r.raw, eo, base_raw ? &base_view : nullptr);
-    FrameHeader h;
-    h.codec = enc.codec;
-    h.elem_width = static_cast<uint8_t>(r.elem_width);
-    h.raw_len = static_cast<uint32_t>(r.raw.size());
-    h.digest = p.digest;
-    if (enc.codec == codec::CodecId::kXorDelta) h.base = base_digest;
-    p.frame = EncodeFrame(h, enc.payload);
-    p.entry.frame_len = static_cast<uint32_t>(p.frame.size());
-    p.entry.raw_len = h.raw_len;
-    p.entry.codec = enc.codec;
-    p.entry.elem_width = h.elem_width;
-    p.entry.base = h.base;
-    p.entry.depth = enc.codec == codec::CodecId::kXorDelta ? base_entry->depth + 1 : 0;
-  });
-  // Stage 2 (serial): append new frames in order.
+  store_->workers().ParallelFor(reqs.size(),
+                                [&](size_t i) { PrepareChunk(*store_, reqs[i], &prep[i]); });
+  return AppendPrepared(prep);
+}
+
+Status WriteBatch::StartChunks(std::vector<OwnedChunk> chunks) {
+  if (impl_->done) return Status::InvalidArgument("batch already finished");
+  if (pending_) return Status::InvalidArgument("StartChunks while chunks are pending");
+  auto p = std::make_unique<Pending>();
+  p->chunks = std::move(chunks);
+  for (const auto& c : p->chunks) p->reqs.push_back(ChunkRequest{c.raw, c.elem_width, c.base});
+  p->prep.resize(p->reqs.size());
+  Store* st = store_;
+  Pending* raw = p.get();
+  p->group = st->workers().Submit(
+      p->reqs.size(), [st, raw](size_t i) { PrepareChunk(*st, raw->reqs[i], &raw->prep[i]); });
+  pending_ = std::move(p);
+  return Status::OK();
+}
+
+Result<std::vector<Digest>> WriteBatch::FinishChunks(std::vector<std::string>* recycled) {
+  if (!pending_) return Status::InvalidArgument("FinishChunks without StartChunks");
+  std::unique_ptr<Pending> p = std::move(pending_);
+  Store::WorkerPool::Wait(*p->group);
+  auto out = AppendPrepared(p->prep);
+  if (recycled) {
+    for (auto& c : p->chunks) recycled->push_back(std::move(c.raw));
+  }
+  return out;
+}
+
+// Stage 2 (serial): appends the new frames in order and counts references.
+Result<std::vector<Digest>> WriteBatch::AppendPrepared(std::vector<Prepared>& prep) {
   std::vector<Digest> out;
-  out.reserve(reqs.size());
+  out.reserve(prep.size());
   for (size_t i = 0; i < prep.size(); i++) {
     Prepared& p = prep[i];
     LFS_RETURN_IF_ERROR(p.status);
@@ -742,6 +798,10 @@ void WriteBatch::AddRef(const Digest& d, int64_t delta) { impl_->ref_deltas[d] +
 
 Status WriteBatch::Commit(const std::function<Status(WriteTxn&)>& extra) {
   if (impl_->done) return Status::InvalidArgument("batch already finished");
+  if (pending_) {
+    WaitPending();
+    return Status::InvalidArgument("commit with chunks started but not finished");
+  }
   Store& st = *store_;
   // 1. Durability of pack bytes before anything references them.
   if (impl_->pack) {
@@ -812,6 +872,7 @@ Status WriteBatch::Commit(const std::function<Status(WriteTxn&)>& extra) {
 }
 
 void WriteBatch::Abort() {
+  WaitPending();
   if (impl_->done) return;
   impl_->done = true;
   Store& st = *store_;

@@ -174,28 +174,46 @@ Result<Digest> Ingester::AddTensorData(const std::string& name, formats::DType d
   obj.nbytes = nbytes;
   obj.chunk_bytes = cb;
   obj.elem_width = static_cast<uint8_t>(elem_width);
-  std::vector<std::string> bufs(kChunksPerBatch);
-  uint64_t pos = 0;
+  // Two batches in flight: this thread reads and hashes batch k+1 while the
+  // workers encode batch k (FinishChunks then lets it help with the rest).
+  std::vector<std::string> spare;
+  uint64_t pos = 0, pending_bytes = 0;
+  size_t issued = 0;
+  bool pending = false;
+  auto finish = [&]() -> Status {
+    LFS_ASSIGN_OR_RETURN(auto digests, batch_.FinishChunks(&spare));
+    obj.chunks.insert(obj.chunks.end(), digests.begin(), digests.end());
+    Progress(pending_bytes);
+    pending = false;
+    return Status::OK();
+  };
   while (pos < nbytes) {
-    std::vector<ChunkRequest> reqs;
+    std::vector<OwnedChunk> chunks;
+    uint64_t batch_bytes = 0;
     for (size_t k = 0; k < kChunksPerBatch && pos < nbytes; k++) {
       size_t n = static_cast<size_t>(std::min<uint64_t>(cb, nbytes - pos));
-      LFS_RETURN_IF_ERROR(src.ReadAt(offset + pos, n, &bufs[k]));
-      th.Update(bufs[k].data(), n);
-      file_hash->Update(bufs[k].data(), n);
-      crc = crc32(crc, reinterpret_cast<const Bytef*>(bufs[k].data()), static_cast<uInt>(n));
-      ChunkRequest r{bufs[k], elem_width, {}};
-      size_t ci = obj.chunks.size() + reqs.size();
-      if (base && ci < base->chunks.size()) r.base = base->chunks[ci];
-      reqs.push_back(r);
+      OwnedChunk c;
+      if (!spare.empty()) {
+        c.raw = std::move(spare.back());
+        spare.pop_back();
+      }
+      LFS_RETURN_IF_ERROR(src.ReadAt(offset + pos, n, &c.raw));
+      th.Update(c.raw.data(), n);
+      file_hash->Update(c.raw.data(), n);
+      crc = crc32(crc, reinterpret_cast<const Bytef*>(c.raw.data()), static_cast<uInt>(n));
+      c.elem_width = elem_width;
+      if (base && issued < base->chunks.size()) c.base = base->chunks[issued];
+      issued++;
+      chunks.push_back(std::move(c));
       pos += n;
+      batch_bytes += n;
     }
-    LFS_ASSIGN_OR_RETURN(auto digests, batch_.PutChunks(reqs));
-    obj.chunks.insert(obj.chunks.end(), digests.begin(), digests.end());
-    uint64_t consumed = 0;
-    for (auto& r : reqs) consumed += r.raw.size();
-    Progress(consumed);
+    if (pending) LFS_RETURN_IF_ERROR(finish());
+    LFS_RETURN_IF_ERROR(batch_.StartChunks(std::move(chunks)));
+    pending = true;
+    pending_bytes = batch_bytes;
   }
+  if (pending) LFS_RETURN_IF_ERROR(finish());
   obj.crc32 = static_cast<uint32_t>(crc);
   Digest d = th.Finish();
   stats->tensors++;

@@ -74,6 +74,14 @@ struct ChunkRequest {
   std::optional<Digest> base;  // a committed chunk to try a lossless delta against
 };
 
+// A chunk handed over to the batch (StartChunks): its bytes live in the batch
+// while the workers encode it.
+struct OwnedChunk {
+  std::string raw;
+  int elem_width = 1;
+  std::optional<Digest> base;
+};
+
 class WriteBatch {
  public:
   ~WriteBatch();  // aborts when not committed
@@ -89,6 +97,12 @@ class WriteBatch {
   // delta base must be in the index or in this batch. Adds no reference: the
   // caller counts it with AddRef. Returns false when the chunk is present.
   Result<bool> PutFrame(const Digest& d, std::string_view frame);
+  // PutChunks in two halves, so the caller can read the next chunks while the
+  // workers encode these: StartChunks returns at once; FinishChunks waits,
+  // appends and returns the digests (and hands the chunks' buffers back into
+  // *recycled when given). At most one set is pending at a time.
+  Status StartChunks(std::vector<OwnedChunk> chunks);
+  Result<std::vector<Digest>> FinishChunks(std::vector<std::string>* recycled = nullptr);
   // Further reference changes, applied at commit.
   void AddRef(const Digest& d, int64_t delta);
   // Makes everything durable and reachable atomically; `extra` runs inside the
@@ -111,6 +125,14 @@ class WriteBatch {
   Status AppendNewFrame(const Digest& d, std::string_view frame, ChunkEntry e);
   // Decoded bytes and chain depth of a chunk in the index or in this batch.
   Result<std::shared_ptr<const std::string>> RawForBase(const Digest& d, int hops, uint8_t* depth);
+  void WaitPending();
+
+ public:
+  struct Prepared;  // one chunk after stage 1 (chunk_store.cc)
+ private:
+  struct Pending;
+  Result<std::vector<Digest>> AppendPrepared(std::vector<Prepared>& prep);
+  std::unique_ptr<Pending> pending_;
   struct Impl;
   Store* store_;
   std::unique_ptr<Impl> impl_;
