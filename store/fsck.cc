@@ -107,6 +107,13 @@ Status Fsck(Store& store, FsckReport* rep, const FsckOptions& opts) {
                               t.derived_from.Hex());
       }
     }
+    if (!t.derived_from2.empty()) {
+      tensor_refs[t.derived_from2]++;
+      if (!tensors.count(t.derived_from2)) {
+        rep->errors.push_back("tensor " + d.Hex() + " derives from missing tensor " +
+                              t.derived_from2.Hex());
+      }
+    }
     for (const auto& c : t.chunks) {
       chunk_refs[c]++;
       if (!chunks.count(c)) {

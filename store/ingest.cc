@@ -3,6 +3,9 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
 
 #include "store/formats/detect.h"
 
@@ -34,8 +37,13 @@ Status EnvFileAccess::ReadAt(uint64_t off, size_t n, std::string* out) const {
 
 void DeltaBases::Add(const TensorRef& t) {
   if (!t.contiguous && t.object_offset != 0) return;
-  by_name_[t.name].push_back({t.object, t.dtype});
-  by_shape_[ShapeKey(t.dtype, t.shape)].push_back({t.object, t.dtype});
+  by_name_[t.name].push_back({t.object, t.dtype, t.shape});
+  by_shape_[ShapeKey(t.dtype, t.shape)].push_back({t.object, t.dtype, t.shape});
+}
+
+const DeltaBases::Base* DeltaBases::Named(const std::string& name) const {
+  auto it = by_name_.find(name);
+  return it == by_name_.end() || it->second.empty() ? nullptr : &it->second.front();
 }
 
 std::vector<DeltaBases::Base> DeltaBases::Candidates(const std::string& name, formats::DType dtype,
@@ -109,19 +117,20 @@ Result<Digest> Ingester::AddTensorData(const std::string& name, formats::DType d
   int elem_width = formats::DTypeIsFloat(dtype) ? static_cast<int>(formats::DTypeSize(dtype)) : 1;
   if (elem_width != 2 && elem_width != 4 && elem_width != 8) elem_width = 1;
 
-  // A bf16/fp16 cast of a parent's fp32 tensor is stored as that cast.
+  // A tensor that is a function of parent tensors (cast, merge, pruned or
+  // quantized copy) is stored as that function plus a residual.
   std::vector<DeltaBases::Base> cands;
   if (opts_.bases) cands = opts_.bases->Candidates(name, dtype, shape);
-  for (const auto& c : cands) {
-    if (!CastSupported(c.dtype, dtype) || nbytes == 0) continue;
-    Hasher cast_hash;
+  for (const TensorObject& proto :
+       DerivationCandidates(name, dtype, shape, cands, src, offset, nbytes)) {
+    Hasher derived_hash;
     uint32_t crc = 0;
     LFS_ASSIGN_OR_RETURN(auto derived,
-                         TryCast(c, dtype, src, offset, nbytes, &cast_hash, file_hash, &crc));
+                         TryDerive(proto, src, offset, nbytes, &derived_hash, file_hash, &crc));
     if (!derived) continue;
     TensorObject obj = std::move(*derived);
     obj.crc32 = crc;
-    Digest d = cast_hash.Finish();
+    Digest d = derived_hash.Finish();
     stats->tensors++;
     LFS_ASSIGN_OR_RETURN(auto existing, FindTensor(d));
     if (existing) {
@@ -231,40 +240,224 @@ Result<Digest> Ingester::AddTensorData(const std::string& name, formats::DType d
   return d;
 }
 
-Result<std::optional<TensorObject>> Ingester::TryCast(
-    const DeltaBases::Base& src_base, formats::DType dtype, const formats::RandomAccess& in,
-    uint64_t offset, uint64_t nbytes, Hasher* tensor_hash, Hasher* file_hash, uint32_t* crc) {
-  LFS_ASSIGN_OR_RETURN(auto srct, FindTensor(src_base.object));
-  size_t to_size = formats::DTypeSize(dtype), from_size = formats::DTypeSize(src_base.dtype);
-  if (!srct || nbytes % to_size != 0 || srct->nbytes / from_size != nbytes / to_size) {
-    return std::optional<TensorObject>();
+namespace {
+
+// A committed tensor's record, or nullopt (a source must be readable).
+std::optional<TensorObject> Committed(Store& store, const Digest& d) {
+  auto t = LoadTensor(store, d);
+  if (!t.ok()) return std::nullopt;
+  return std::move(*t);
+}
+
+uint64_t Numel(const std::vector<int64_t>& shape) {
+  uint64_t n = 1;
+  for (int64_t d : shape) n *= static_cast<uint64_t>(std::max<int64_t>(d, 0));
+  return n;
+}
+
+constexpr float kQuantEps = 1e-12f;
+
+// Whether at least 1/8 of the elements at the tensor's start are all-zero
+// bytes: a cheap look (64 KiB) before the full pass a pruned copy needs.
+bool MostlyZeros(const formats::RandomAccess& src, uint64_t offset, uint64_t nbytes, size_t width) {
+  std::string head;
+  size_t n = static_cast<size_t>(std::min<uint64_t>(nbytes, 64 << 10)) / width * width;
+  if (n == 0 || !src.ReadAt(offset, n, &head).ok()) return false;
+  size_t zeros = 0;
+  for (size_t i = 0; i < n; i += width) {
+    bool zero = true;
+    for (size_t k = 0; k < width; k++) zero &= head[i + k] == 0;
+    zeros += zero;
   }
+  return zeros * 8 >= n / width;
+}  // torch's clamp(min=1e-12) in the usual recipe
+
+}  // namespace
+
+std::vector<TensorObject> Ingester::DerivationCandidates(const std::string& name,
+                                                         formats::DType dtype,
+                                                         const std::vector<int64_t>& shape,
+                                                         const std::vector<DeltaBases::Base>& cands,
+                                                         const formats::RandomAccess& src,
+                                                         uint64_t offset, uint64_t nbytes) {
+  using formats::DType;
+  std::vector<TensorObject> out;
+  if (nbytes == 0 || !opts_.bases) return out;
+  Store& store = batch_.store();
+  const size_t width = formats::DTypeSize(dtype);
+  if (width == 0 || nbytes % width != 0) return out;
+  const uint64_t numel = nbytes / width;
+  TensorObject proto;
+  proto.nbytes = nbytes;
+  proto.chunk_bytes = opts_.tensor_chunk_bytes;
+  proto.elem_width = static_cast<uint8_t>(width);
+  proto.to_dtype = dtype;
+  auto sized = [&](const DeltaBases::Base& c) {
+    auto t = Committed(store, c.object);
+    size_t w = formats::DTypeSize(c.dtype);
+    return t && w != 0 && t->derivation == Derivation::kNone && t->nbytes == numel * w;
+  };
+  for (const auto& c : cands) {
+    if (CastSupported(c.dtype, dtype) && sized(c)) {
+      TensorObject p = proto;
+      p.derivation = Derivation::kCast;
+      p.from_dtype = c.dtype;
+      p.derived_from = c.object;
+      out.push_back(p);
+    }
+  }
+  // A merge: the mean of the first two parents' tensors.
+  if (dtype == DType::kF32 && cands.size() >= 2 && cands[0].dtype == DType::kF32 &&
+      cands[1].dtype == DType::kF32 && cands[0].object != cands[1].object && sized(cands[0]) &&
+      sized(cands[1])) {
+    TensorObject p = proto;
+    p.derivation = Derivation::kMean2;
+    p.from_dtype = DType::kF32;
+    p.derived_from = cands[0].object;
+    p.derived_from2 = cands[1].object;
+    out.push_back(p);
+  }
+  if (!cands.empty() && sized(cands[0])) {
+    const DeltaBases::Base& c = cands[0];
+    // Magnitude pruning: the threshold is the largest |parent| the child zeroed.
+    if (c.dtype == dtype && (width == 2 || width == 4) && MostlyZeros(src, offset, nbytes, width)) {
+      const uint32_t mag_mask = width == 4 ? 0x7fffffffu : 0x7fffu;
+      auto parent = Committed(store, c.object);
+      std::string child, par;
+      uint32_t threshold = 0;
+      uint64_t zeroed = 0, kept_other = 0, seen = 0;
+      bool ok = true;
+      for (uint64_t pos = 0; pos < nbytes && ok; pos += proto.chunk_bytes) {
+        size_t n = static_cast<size_t>(std::min<uint64_t>(proto.chunk_bytes, nbytes - pos));
+        par.resize(n);
+        auto got = ObjectReader::ReadTensor(store, *parent, pos, n, par.data());
+        if (!src.ReadAt(offset + pos, n, &child).ok() || !got.ok() || *got != n) {
+          ok = false;
+          break;
+        }
+        for (size_t i = 0; i < n; i += width) {
+          uint32_t x = 0, y = 0;
+          std::memcpy(&x, child.data() + i, width);
+          std::memcpy(&y, par.data() + i, width);
+          if (x == 0 && y != 0) {
+            threshold = std::max(threshold, y & mag_mask);
+            zeroed++;
+          } else if (x != y) {
+            kept_other++;
+          }
+        }
+        seen += n / width;
+        // Decided by the first chunk: mostly zeroed or copied, or not a prune.
+        if (pos == 0 && (zeroed * 8 < seen || kept_other * 8 > seen)) ok = false;
+      }
+      if (ok) {
+        TensorObject p = proto;
+        p.derivation = Derivation::kPrune;
+        p.from_dtype = dtype;
+        p.derived_from = c.object;
+        p.threshold = threshold;
+        out.push_back(p);
+      }
+    }
+    // int8 quantization of an fp32 parent: per row (output channel) first,
+    // then one scale for the whole tensor.
+    if (dtype == DType::kI8 && c.dtype == DType::kF32) {
+      std::string first;
+      if (src.ReadAt(offset, static_cast<size_t>(std::min<uint64_t>(nbytes, proto.chunk_bytes)),
+                     &first)
+              .ok()) {
+        uint32_t qmax = 0;
+        for (char q : first) qmax = std::max<uint32_t>(qmax, std::abs(static_cast<int>(q)));
+        qmax = std::min<uint32_t>(qmax, 127);
+        TensorObject p = proto;
+        p.derivation = Derivation::kQuant;
+        p.from_dtype = DType::kF32;
+        p.derived_from = c.object;
+        p.qmax = qmax;
+        std::memcpy(&p.eps_bits, &kQuantEps, 4);
+        if (qmax > 0 && shape.size() >= 2 && shape[0] > 0 && numel % shape[0] == 0 &&
+            numel / static_cast<uint64_t>(shape[0]) > 1) {
+          p.row_len = numel / static_cast<uint64_t>(shape[0]);
+          out.push_back(p);
+        }
+        // Per tensor: the scale needs one pass over the parent.
+        auto parent = Committed(store, c.object);
+        std::string par;
+        float amax = 0;
+        bool ok = qmax > 0;
+        for (uint64_t pos = 0; pos < parent->nbytes && ok; pos += 4 * proto.chunk_bytes) {
+          size_t n =
+              static_cast<size_t>(std::min<uint64_t>(4 * proto.chunk_bytes, parent->nbytes - pos));
+          par.resize(n);
+          auto got = ObjectReader::ReadTensor(store, *parent, pos, n, par.data());
+          if (!got.ok() || *got != n) ok = false;
+          for (size_t i = 0; ok && i + 4 <= n; i += 4) {
+            float f;
+            std::memcpy(&f, par.data() + i, 4);
+            amax = std::max(amax, std::fabs(f));
+          }
+        }
+        if (ok) {
+          float scale = amax / static_cast<float>(qmax);
+          if (scale < kQuantEps) scale = kQuantEps;
+          p.row_len = 0;
+          std::memcpy(&p.scale_bits, &scale, 4);
+          out.push_back(p);
+        }
+      }
+    }
+  }
+  // The per-row scales of a quantized parent tensor, named "<tensor>.scale".
+  const std::string kScale = ".scale";
+  if (dtype == DType::kF32 && name.size() > kScale.size() &&
+      name.compare(name.size() - kScale.size(), kScale.size(), kScale) == 0) {
+    const DeltaBases::Base* w = opts_.bases->Named(name.substr(0, name.size() - kScale.size()));
+    if (w && w->dtype == DType::kF32 && w->shape.size() >= 2 && w->shape[0] > 0 &&
+        static_cast<uint64_t>(w->shape[0]) == numel) {
+      uint64_t wn = Numel(w->shape);
+      auto t = Committed(store, w->object);
+      if (t && t->derivation == Derivation::kNone && t->nbytes == wn * 4 && wn % numel == 0) {
+        TensorObject p = proto;
+        p.derivation = Derivation::kQScale;
+        p.from_dtype = DType::kF32;
+        p.derived_from = w->object;
+        p.row_len = wn / numel;
+        p.qmax = 127;
+        std::memcpy(&p.eps_bits, &kQuantEps, 4);
+        out.push_back(p);
+      }
+    }
+  }
+  return out;
+}
+
+Result<std::optional<TensorObject>> Ingester::TryDerive(const TensorObject& proto,
+                                                        const formats::RandomAccess& in,
+                                                        uint64_t offset, uint64_t nbytes,
+                                                        Hasher* tensor_hash, Hasher* file_hash,
+                                                        uint32_t* crc) {
   const uint32_t cb = opts_.tensor_chunk_bytes;
-  TensorObject obj;
-  obj.nbytes = nbytes;
-  obj.chunk_bytes = cb;
-  obj.elem_width = static_cast<uint8_t>(to_size);
-  obj.derivation = Derivation::kCast;
-  obj.from_dtype = src_base.dtype;
-  obj.to_dtype = dtype;
-  obj.derived_from = src_base.object;
+  TensorObject obj = proto;
+  obj.chunks.clear();
   uLong c = crc32(0L, Z_NULL, 0);
   std::vector<std::string> residuals(kChunksPerBatch);
-  std::string child, from, pred;
+  std::string child, pred;
   uint64_t pos = 0;
+  auto give_back = [&] {
+    for (const auto& ch : obj.chunks) batch_.AddRef(ch, -1);
+  };
   while (pos < nbytes) {
     std::vector<ChunkRequest> reqs;
     for (size_t k = 0; k < kChunksPerBatch && pos < nbytes; k++) {
       size_t n = static_cast<size_t>(std::min<uint64_t>(cb, nbytes - pos));
       LFS_RETURN_IF_ERROR(in.ReadAt(offset + pos, n, &child));
-      size_t elems = n / to_size;
-      from.resize(elems * from_size);
-      LFS_ASSIGN_OR_RETURN(
-          size_t got, ObjectReader::ReadTensor(batch_.store(), *srct, pos / to_size * from_size,
-                                               from.size(), from.data()));
-      if (got != from.size()) return std::optional<TensorObject>();
       pred.resize(n);
-      CastElements(src_base.dtype, dtype, from.data(), elems, pred.data());
+      if (!PredictDerived(batch_.store(), obj, pos, n, pred.data()).ok()) {
+        // A source that cannot be read: store the tensor plainly.
+        if (pos == 0) return std::optional<TensorObject>();
+        give_back();
+        return Status::Corruption("derivation source became unreadable during ingest");
+      }
       std::string& r = residuals[k];
       r.resize(n);
       size_t nonzero = 0;
@@ -274,18 +467,21 @@ Result<std::optional<TensorObject>> Ingester::TryCast(
       }
       if (pos == 0 && nonzero * 4 > n) {
         // The prediction misses on more than a quarter of the first chunk's
-        // bytes: not a cast of this parent; give back what we stored.
-        for (const auto& ch : obj.chunks) batch_.AddRef(ch, -1);
+        // bytes: not this derivation; the generic delta takes it.
         return std::optional<TensorObject>();
       }
       tensor_hash->Update(child.data(), n);
       file_hash->Update(child.data(), n);
       c = crc32(c, reinterpret_cast<const Bytef*>(child.data()), static_cast<uInt>(n));
-      reqs.push_back(ChunkRequest{r, static_cast<int>(to_size), {}});
+      reqs.push_back(ChunkRequest{r, static_cast<int>(obj.elem_width), {}});
       pos += n;
     }
-    LFS_ASSIGN_OR_RETURN(auto digests, batch_.PutChunks(reqs));
-    obj.chunks.insert(obj.chunks.end(), digests.begin(), digests.end());
+    auto digests = batch_.PutChunks(reqs);
+    if (!digests.ok()) {
+      give_back();
+      return digests.status();
+    }
+    obj.chunks.insert(obj.chunks.end(), digests->begin(), digests->end());
     uint64_t consumed = 0;
     for (auto& r : reqs) consumed += r.raw.size();
     Progress(consumed);
@@ -403,6 +599,9 @@ Status Ingester::Apply(WriteTxn& txn) {
     LFS_RETURN_IF_ERROR(txn.Put(Table::kTensors, d.Encode(), rec.Encode()));
     if (rec.derivation != Derivation::kNone) {
       LFS_RETURN_IF_ERROR(AdjustTensorRefs(txn, rec.derived_from, +1));
+    }
+    if (!rec.derived_from2.empty()) {
+      LFS_RETURN_IF_ERROR(AdjustTensorRefs(txn, rec.derived_from2, +1));
     }
   }
   for (const auto& [d, f] : new_files_) {

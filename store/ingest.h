@@ -35,11 +35,14 @@ class DeltaBases {
   struct Base {
     Digest object;
     formats::DType dtype = formats::DType::kUnknown;
+    std::vector<int64_t> shape;
   };
   void Add(const TensorRef& t);  // call for each tensor of each parent, best parent first
   // Candidate base objects for a tensor: same name first, then same dtype+shape.
   std::vector<Base> Candidates(const std::string& name, formats::DType dtype,
                                const std::vector<int64_t>& shape) const;
+  // The best parent's tensor of exactly this name, or null.
+  const Base* Named(const std::string& name) const;
   bool empty() const { return by_name_.empty(); }
 
  private:
@@ -80,12 +83,19 @@ class Ingester {
   Status AddGenericBytes(const formats::RandomAccess& src, uint64_t offset, uint64_t nbytes,
                          Hasher* file_hash, std::vector<Extent>* extents);
   Result<std::optional<TensorObject>> FindTensor(const Digest& d);
-  // Stores a bf16/fp16 tensor as the cast of a parent's fp32 tensor plus an
-  // XOR residual; nullopt when the prediction misses too often to pay.
-  Result<std::optional<TensorObject>> TryCast(const DeltaBases::Base& src, formats::DType dtype,
-                                              const formats::RandomAccess& in, uint64_t offset,
-                                              uint64_t nbytes, Hasher* tensor_hash,
-                                              Hasher* file_hash, uint32_t* crc);
+  // Stores a tensor as a derivation of parent tensors (proto: everything but
+  // the chunks) plus the XOR residual against the prediction; nullopt when
+  // the prediction misses too often to pay (or cannot be made).
+  Result<std::optional<TensorObject>> TryDerive(const TensorObject& proto,
+                                                const formats::RandomAccess& in, uint64_t offset,
+                                                uint64_t nbytes, Hasher* tensor_hash,
+                                                Hasher* file_hash, uint32_t* crc);
+  // The derivations worth trying for this tensor, most specific first.
+  std::vector<TensorObject> DerivationCandidates(const std::string& name, formats::DType dtype,
+                                                 const std::vector<int64_t>& shape,
+                                                 const std::vector<DeltaBases::Base>& cands,
+                                                 const formats::RandomAccess& src, uint64_t offset,
+                                                 uint64_t nbytes);
   void Progress(uint64_t n);
 
   WriteBatch& batch_;

@@ -1,6 +1,7 @@
 #include "store/objects.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "store/coding.h"
@@ -9,7 +10,8 @@ namespace lfs {
 
 namespace {
 constexpr uint8_t kTensorVersion = 1;
-constexpr uint8_t kDerivedTensorVersion = 2;  // v1 + derivation fields
+constexpr uint8_t kDerivedTensorVersion = 2;   // v1 + derivation fields (kCast only)
+constexpr uint8_t kDerived3TensorVersion = 3;  // v2 + second source + parameters
 constexpr uint8_t kFileVersion = 1;
 uint64_t ZigZag(int64_t v) {
   return (static_cast<uint64_t>(v) << 1) ^ static_cast<uint64_t>(v >> 63);
@@ -28,10 +30,35 @@ bool GetDims(Decoder& d, std::vector<int64_t>* dims) {
 }
 }  // namespace
 
+namespace {
+bool DerivationShapeOk(const TensorObject& t) {
+  using formats::DType;
+  size_t fw = formats::DTypeSize(t.from_dtype), tw = formats::DTypeSize(t.to_dtype);
+  switch (t.derivation) {
+    case Derivation::kNone: return true;
+    case Derivation::kCast: return CastSupported(t.from_dtype, t.to_dtype);
+    case Derivation::kMean2:
+      return t.from_dtype == DType::kF32 && t.to_dtype == DType::kF32 && !t.derived_from2.empty();
+    case Derivation::kPrune: return t.from_dtype == t.to_dtype && (fw == 2 || fw == 4);
+    case Derivation::kQuant:
+      return t.from_dtype == DType::kF32 && t.to_dtype == DType::kI8 && t.qmax > 0 && t.qmax <= 127;
+    case Derivation::kQScale:
+      return t.from_dtype == DType::kF32 && t.to_dtype == DType::kF32 && t.row_len > 0 &&
+             t.qmax > 0;
+  }
+  (void)tw;
+  return false;
+}
+}  // namespace
+
 std::string TensorObject::Encode() const {
   std::string v;
   bool derived = derivation != Derivation::kNone;
-  PutFixed8(&v, derived ? kDerivedTensorVersion : kTensorVersion);
+  // kCast keeps the v2 record older readers know.
+  uint8_t version = !derived                          ? kTensorVersion
+                    : derivation == Derivation::kCast ? kDerivedTensorVersion
+                                                      : kDerived3TensorVersion;
+  PutFixed8(&v, version);
   PutFixed64(&v, nbytes);
   PutFixed32(&v, chunk_bytes);
   PutFixed8(&v, elem_width);
@@ -45,6 +72,14 @@ std::string TensorObject::Encode() const {
     PutFixed8(&v, static_cast<uint8_t>(to_dtype));
     PutDigest(&v, derived_from);
   }
+  if (version == kDerived3TensorVersion) {
+    PutDigest(&v, derived_from2);
+    PutFixed32(&v, threshold);
+    PutVarint(&v, row_len);
+    PutFixed32(&v, qmax);
+    PutFixed32(&v, eps_bits);
+    PutFixed32(&v, scale_bits);
+  }
   return v;
 }
 
@@ -52,7 +87,8 @@ Result<TensorObject> TensorObject::Decode(std::string_view v) {
   Decoder d(v);
   TensorObject t;
   uint8_t version = d.Fixed8();
-  if (version != kTensorVersion && version != kDerivedTensorVersion) {
+  if (version != kTensorVersion && version != kDerivedTensorVersion &&
+      version != kDerived3TensorVersion) {
     return Status::Corruption("unknown tensor record version");
   }
   t.nbytes = d.Fixed64();
@@ -66,16 +102,26 @@ Result<TensorObject> TensorObject::Decode(std::string_view v) {
   }
   t.chunks.reserve(n);
   for (uint64_t i = 0; i < n; i++) t.chunks.push_back(d.DigestValue());
-  if (version == kDerivedTensorVersion) {
+  if (version != kTensorVersion) {
     uint8_t kind = d.Fixed8();
     t.from_dtype = static_cast<formats::DType>(d.Fixed8());
     t.to_dtype = static_cast<formats::DType>(d.Fixed8());
     t.derived_from = d.DigestValue();
-    if (kind != static_cast<uint8_t>(Derivation::kCast) ||
-        !CastSupported(t.from_dtype, t.to_dtype)) {
-      return Status::Corruption("unknown tensor derivation");
+    if (version == kDerived3TensorVersion) {
+      t.derived_from2 = d.DigestValue();
+      t.threshold = d.Fixed32();
+      t.row_len = d.Varint();
+      t.qmax = d.Fixed32();
+      t.eps_bits = d.Fixed32();
+      t.scale_bits = d.Fixed32();
     }
-    t.derivation = Derivation::kCast;
+    bool known = version == kDerivedTensorVersion
+                     ? kind == static_cast<uint8_t>(Derivation::kCast)
+                     : kind >= static_cast<uint8_t>(Derivation::kMean2) &&
+                           kind <= static_cast<uint8_t>(Derivation::kQScale);
+    if (!known || !d.ok()) return Status::Corruption("unknown tensor derivation");
+    t.derivation = static_cast<Derivation>(kind);
+    if (!DerivationShapeOk(t)) return Status::Corruption("unknown tensor derivation");
   }
   if (!d.ok() || !d.done()) return Status::Corruption("malformed tensor record");
   uint64_t expect = t.chunk_bytes ? (t.nbytes + t.chunk_bytes - 1) / t.chunk_bytes : 0;
@@ -197,6 +243,7 @@ Status AdjustTensorRefs(WriteTxn& txn, const Digest& d, int64_t delta) {
   if (t->derivation != Derivation::kNone) {
     LFS_RETURN_IF_ERROR(AdjustTensorRefs(txn, t->derived_from, -1));
   }
+  if (!t->derived_from2.empty()) LFS_RETURN_IF_ERROR(AdjustTensorRefs(txn, t->derived_from2, -1));
   return Status::OK();
 }
 
@@ -307,21 +354,130 @@ Result<size_t> ObjectReader::ReadTensor(Store& store, const TensorObject& t, uin
   n = static_cast<size_t>(std::min<uint64_t>(n, t.nbytes - off));
   LFS_ASSIGN_OR_RETURN(size_t got, ReadStoredBytes(store, t, off, n, out));
   if (t.derivation == Derivation::kNone) return got;
-  // Derived: XOR the residual with the cast of the source elements covering
-  // [off, off + n).
-  size_t to_size = formats::DTypeSize(t.to_dtype), from_size = formats::DTypeSize(t.from_dtype);
-  uint64_t e0 = off / to_size, e1 = (off + n + to_size - 1) / to_size;
-  LFS_ASSIGN_OR_RETURN(TensorObject src, LoadTensor(store, t.derived_from));
-  std::string from_bytes(static_cast<size_t>((e1 - e0) * from_size), '\0');
-  LFS_ASSIGN_OR_RETURN(
-      size_t sgot, ReadTensor(store, src, e0 * from_size, from_bytes.size(), from_bytes.data()));
-  if (sgot != from_bytes.size()) return Status::Corruption("cast source shorter than its child");
-  std::string pred(static_cast<size_t>((e1 - e0) * to_size), '\0');
-  CastElements(t.from_dtype, t.to_dtype, from_bytes.data(), static_cast<size_t>(e1 - e0),
-               pred.data());
-  size_t skip = static_cast<size_t>(off - e0 * to_size);
-  for (size_t i = 0; i < n; i++) out[i] ^= pred[skip + i];
+  std::string pred(got, '\0');
+  LFS_RETURN_IF_ERROR(PredictDerived(store, t, off, got, pred.data()));
+  for (size_t i = 0; i < got; i++) out[i] ^= pred[i];
   return got;
+}
+
+namespace {
+
+// Reads elements [e0, e1) of a source tensor (elem bytes each) into a buffer.
+Status ReadSource(Store& store, const Digest& src, uint64_t e0, uint64_t e1, size_t elem,
+                  std::string* out) {
+  LFS_ASSIGN_OR_RETURN(TensorObject s, LoadTensor(store, src));
+  out->resize(static_cast<size_t>((e1 - e0) * elem));
+  LFS_ASSIGN_OR_RETURN(size_t got,
+                       ObjectReader::ReadTensor(store, s, e0 * elem, out->size(), out->data()));
+  if (got != out->size()) return Status::Corruption("derivation source shorter than its child");
+  return Status::OK();
+}
+
+float F32At(const std::string& b, size_t i) {
+  float f;
+  std::memcpy(&f, b.data() + 4 * i, 4);
+  return f;
+}
+
+// max(amax|x| / qmax, eps) over n fp32 values, as torch computes it: fp32
+// division (not a multiply by the reciprocal: that differs in the last bit).
+float RowScale(const std::string& b, size_t first, size_t n, uint32_t qmax, float eps) {
+  float amax = 0;
+  for (size_t i = 0; i < n; i++) amax = std::max(amax, std::fabs(F32At(b, first + i)));
+  float s = amax / static_cast<float>(qmax);
+  return s < eps ? eps : s;
+}
+
+int8_t Quantize(float x, float scale, uint32_t qmax) {
+  // rint: the default rounding mode is to nearest, ties to even (torch.round).
+  float q = std::rint(x / scale);
+  float m = static_cast<float>(qmax);
+  q = q < -m ? -m : (q > m ? m : q);
+  return static_cast<int8_t>(q);
+}
+
+}  // namespace
+
+Status PredictDerived(Store& store, const TensorObject& t, uint64_t off, size_t n, char* out) {
+  const size_t to_size = formats::DTypeSize(t.to_dtype);
+  const size_t from_size = formats::DTypeSize(t.from_dtype);
+  if (to_size == 0 || from_size == 0) return Status::Corruption("derivation of unknown dtype");
+  const uint64_t e0 = off / to_size, e1 = (off + n + to_size - 1) / to_size;
+  const size_t elems = static_cast<size_t>(e1 - e0);
+  std::string pred(elems * to_size, '\0');
+  std::string a, b;
+  switch (t.derivation) {
+    case Derivation::kNone: return Status::InvalidArgument("not a derived tensor");
+    case Derivation::kCast:
+      LFS_RETURN_IF_ERROR(ReadSource(store, t.derived_from, e0, e1, from_size, &a));
+      CastElements(t.from_dtype, t.to_dtype, a.data(), elems, pred.data());
+      break;
+    case Derivation::kMean2:
+      LFS_RETURN_IF_ERROR(ReadSource(store, t.derived_from, e0, e1, 4, &a));
+      LFS_RETURN_IF_ERROR(ReadSource(store, t.derived_from2, e0, e1, 4, &b));
+      for (size_t i = 0; i < elems; i++) {
+        // Two roundings, as torch's 0.5 * a + 0.5 * b (no fused multiply-add:
+        // the build targets baseline x86-64/aarch64 without -ffp-contract=fast FMA).
+        float ha = 0.5f * F32At(a, i);
+        float hb = 0.5f * F32At(b, i);
+        float r = ha + hb;
+        std::memcpy(pred.data() + 4 * i, &r, 4);
+      }
+      break;
+    case Derivation::kPrune: {
+      LFS_RETURN_IF_ERROR(ReadSource(store, t.derived_from, e0, e1, from_size, &a));
+      const uint32_t mag_mask = from_size == 4 ? 0x7fffffffu : 0x7fffu;
+      for (size_t i = 0; i < elems; i++) {
+        uint32_t x = 0;
+        std::memcpy(&x, a.data() + from_size * i, from_size);
+        if ((x & mag_mask) <= t.threshold) x = 0;
+        std::memcpy(pred.data() + from_size * i, &x, from_size);
+      }
+      break;
+    }
+    case Derivation::kQuant: {
+      float eps, scale;
+      std::memcpy(&eps, &t.eps_bits, 4);
+      std::memcpy(&scale, &t.scale_bits, 4);
+      if (t.row_len == 0) {
+        LFS_RETURN_IF_ERROR(ReadSource(store, t.derived_from, e0, e1, 4, &a));
+        for (size_t i = 0; i < elems; i++) {
+          pred[i] = static_cast<char>(Quantize(F32At(a, i), scale, t.qmax));
+        }
+        break;
+      }
+      // Whole rows: each row's scale needs all of it.
+      const uint64_t r0 = e0 / t.row_len, r1 = (e1 + t.row_len - 1) / t.row_len;
+      if (r1 - r0 > (uint64_t{1} << 32) / t.row_len) {
+        return Status::Corruption("kQuant: rows too long");
+      }
+      LFS_RETURN_IF_ERROR(ReadSource(store, t.derived_from, r0 * t.row_len, r1 * t.row_len, 4, &a));
+      for (uint64_t r = r0; r < r1; r++) {
+        const size_t first = static_cast<size_t>((r - r0) * t.row_len);
+        const float s = RowScale(a, first, static_cast<size_t>(t.row_len), t.qmax, eps);
+        for (uint64_t e = std::max(e0, r * t.row_len); e < std::min(e1, (r + 1) * t.row_len); e++) {
+          pred[static_cast<size_t>(e - e0)] = static_cast<char>(
+              Quantize(F32At(a, static_cast<size_t>(e - r0 * t.row_len)), s, t.qmax));
+        }
+      }
+      break;
+    }
+    case Derivation::kQScale: {
+      float eps;
+      std::memcpy(&eps, &t.eps_bits, 4);
+      if (elems > (uint64_t{1} << 32) / t.row_len)
+        return Status::Corruption("kQScale: rows too long");
+      LFS_RETURN_IF_ERROR(ReadSource(store, t.derived_from, e0 * t.row_len, e1 * t.row_len, 4, &a));
+      for (size_t r = 0; r < elems; r++) {
+        float s = RowScale(a, r * static_cast<size_t>(t.row_len), static_cast<size_t>(t.row_len),
+                           t.qmax, eps);
+        std::memcpy(pred.data() + 4 * r, &s, 4);
+      }
+      break;
+    }
+  }
+  std::memcpy(out, pred.data() + (off - e0 * to_size), n);
+  return Status::OK();
 }
 
 Result<std::shared_ptr<FileReader>> FileReader::Open(Store& store, const Digest& file) {

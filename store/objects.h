@@ -23,10 +23,15 @@
 
 namespace lfs {
 
-// Frozen: how a derived tensor's bytes follow from another tensor's.
+// Frozen: how a derived tensor's bytes follow from other tensors'. Chunks
+// hold the XOR residual of the bytes against the prediction.
 enum class Derivation : uint8_t {
   kNone = 0,
-  kCast = 1,  // bytes = cast(derived_from, from_dtype -> to_dtype) XOR chunks
+  kCast = 1,    // cast(src, from_dtype -> to_dtype), round to nearest even
+  kMean2 = 2,   // F32: 0.5f*a + 0.5f*b per element (linear merge of two parents)
+  kPrune = 3,   // src, with +0.0 where |src| <= threshold (magnitude pruning)
+  kQuant = 4,   // I8: clamp(rint(src / scale), -qmax, qmax), scale per row or per tensor
+  kQScale = 5,  // F32: the kQuant scale of each row: max(amax|row| / qmax, eps)
 };
 
 struct TensorObject {
@@ -42,7 +47,16 @@ struct TensorObject {
   Derivation derivation = Derivation::kNone;
   formats::DType from_dtype = formats::DType::kUnknown;
   formats::DType to_dtype = formats::DType::kUnknown;
-  Digest derived_from;  // holds a reference on that tensor
+  Digest derived_from;   // holds a reference on that tensor
+  Digest derived_from2;  // kMean2's second source (also referenced)
+  // Parameters (store/FORMAT.md): kPrune: threshold = |x| bit pattern (sign
+  // cleared); kQuant/kQScale: row_len elements per row (kQuant: 0 = one
+  // scale, scale_bits, for the whole tensor), qmax, eps_bits (F32).
+  uint32_t threshold = 0;
+  uint64_t row_len = 0;
+  uint32_t qmax = 0;
+  uint32_t eps_bits = 0;
+  uint32_t scale_bits = 0;
 
   std::string Encode() const;
   static Result<TensorObject> Decode(std::string_view v);
@@ -97,6 +111,11 @@ class ObjectReader {
   static Result<size_t> ReadTensor(Store& store, const TensorObject& t, uint64_t off, size_t n,
                                    char* out);
 };
+
+// Writes the prediction of bytes [off, off + n) of a derived tensor into out
+// (the reader XORs it with the residual; the writer makes the residual with
+// the same function, so what is read back is what was written).
+Status PredictDerived(Store& store, const TensorObject& t, uint64_t off, size_t n, char* out);
 
 // The cast predictions of Derivation::kCast (round to nearest even, as torch).
 // Converts n elements of `from` at src into `to` at dst; false when unsupported.
