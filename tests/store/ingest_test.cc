@@ -2,7 +2,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <fstream>
+#include <numeric>
 #include <random>
 
 #include "store/formats/safetensors.h"
@@ -79,6 +83,74 @@ class IngestTest : public ::testing::Test {
     auto n = (*r)->ReadAt(0, out.size(), out.data());
     EXPECT_TRUE(n.ok() && *n == out.size());
     return out;
+  }
+  Status TryReadAll(const Digest& file, std::string* out) {
+    LFS_ASSIGN_OR_RETURN(auto r, FileReader::Open(*store_, file));
+    out->assign((*r).size(), '\0');
+    LFS_ASSIGN_OR_RETURN(size_t n, r->ReadAt(0, out->size(), out->data()));
+    if (n != out->size()) return Status::Corruption("short read");
+    return Status::OK();
+  }
+  // Bases from the tensors of the given files, in order (best parent first).
+  DeltaBases BasesOf(const std::vector<Digest>& files) {
+    DeltaBases bases;
+    for (const auto& f : files) {
+      auto pf = LoadFile(*store_, f);
+      EXPECT_TRUE(pf.ok());
+      for (const auto& t : pf->tensors) bases.Add(t);
+    }
+    return bases;
+  }
+  // The tensor object of the named tensor in a file.
+  TensorObject TensorOf(const Digest& file, const std::string& name) {
+    auto f = LoadFile(*store_, file);
+    EXPECT_TRUE(f.ok());
+    for (const auto& t : f->tensors) {
+      if (t.name == name) return *LoadTensor(*store_, t.object);
+    }
+    ADD_FAILURE() << "no tensor " << name;
+    return {};
+  }
+  // Flips one byte in the middle of a chunk's frame on disk.
+  void CorruptChunk(const Digest& d) {
+    auto e = *store_->FindChunk(d);
+    ASSERT_TRUE(e.has_value());
+    std::fstream f(store_->PackPath(e->pack_id), std::ios::in | std::ios::out | std::ios::binary);
+    auto at = static_cast<std::streamoff>(e->offset + e->frame_len / 2);
+    char c;
+    f.seekg(at);
+    f.read(&c, 1);
+    c ^= 0x40;
+    f.seekp(at);
+    f.write(&c, 1);
+  }
+  // A derived child: costs (almost) nothing, reads back exactly, and a
+  // corrupted residual chunk is an error, never wrong bytes.
+  void ExpectDerivedHit(const std::string& child, const DeltaBases& bases, const std::string& name,
+                        Derivation kind) {
+    uint64_t before = PackBytes();
+    auto f = Ingest("c.safetensors", child, &bases);
+    EXPECT_GE(f.tensors_derived, 1u);
+    EXPECT_LT(PackBytes() - before, 64u * 1024);
+    store_->DropCache();
+    EXPECT_EQ(ReadAll(f.digest), child);
+    ExpectFsckClean();
+    TensorObject t = TensorOf(f.digest, name);
+    ASSERT_EQ(t.derivation, kind);
+    ASSERT_FALSE(t.chunks.empty());
+    CorruptChunk(t.chunks[0]);
+    store_->DropCache();
+    std::string got;
+    Status st = TryReadAll(f.digest, &got);
+    EXPECT_TRUE(st.IsCorruption()) << st.ToString();
+  }
+  // A child that is not the prediction: stored through the generic path.
+  void ExpectFallback(const std::string& child, const DeltaBases& bases) {
+    auto f = Ingest("miss.safetensors", child, &bases);
+    EXPECT_EQ(f.tensors_derived, 0u);
+    store_->DropCache();
+    EXPECT_EQ(ReadAll(f.digest), child);
+    ExpectFsckClean();
   }
   uint64_t PackBytes() {
     uint64_t packs = 0, live = 0;
@@ -189,6 +261,112 @@ TEST_F(IngestTest, FineTunedChildIsDeltaEncodedSmallerThanAlone) {
   EXPECT_LT(with_delta, alone);
   EXPECT_EQ(ReadAll(f.digest), child);
   ExpectFsckClean();
+}
+
+float F(const std::string& b, size_t i) {
+  float f;
+  std::memcpy(&f, b.data() + 4 * i, 4);
+  return f;
+}
+void SetF(std::string* b, size_t i, float f) { std::memcpy(b->data() + 4 * i, &f, 4); }
+
+// Perturbs every element a little (a fine-tune step): not any derivation.
+std::string Perturbed(const std::string& w, uint32_t seed) {
+  std::string c = w;
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0, 1e-2f);
+  for (size_t i = 0; i < c.size() / 4; i++) SetF(&c, i, F(c, i) * (1 + nd(rng)));
+  return c;
+}
+
+TEST_F(IngestTest, MergeIsTheMeanOfTwoParents) {
+  const size_t n = 1 << 19;
+  std::string a = Weights(n, 10), b = Weights(n, 11);
+  auto pa = Ingest("a.safetensors", Safetensors({{"x", formats::DType::kF32, {512, 1024}, a}}));
+  auto pb = Ingest("b.safetensors", Safetensors({{"x", formats::DType::kF32, {512, 1024}, b}}));
+  DeltaBases bases = BasesOf({pa.digest, pb.digest});
+  std::string m(a.size(), '\0');
+  for (size_t i = 0; i < n; i++) SetF(&m, i, 0.5f * F(a, i) + 0.5f * F(b, i));
+  m[777] ^= 1;  // one element off: kept by the residual
+  ExpectFallback(Safetensors({{"x", formats::DType::kF32, {512, 1024}, Perturbed(m, 12)}}), bases);
+  ExpectDerivedHit(Safetensors({{"x", formats::DType::kF32, {512, 1024}, m}}), bases, "x",
+                   Derivation::kMean2);
+}
+
+TEST_F(IngestTest, MagnitudePrunedCopyIsParentWithZeros) {
+  const size_t n = 1 << 19;
+  std::string w = Weights(n, 13);
+  auto p = Ingest("p.safetensors", Safetensors({{"x", formats::DType::kF32, {512, 1024}, w}}));
+  DeltaBases bases = BasesOf({p.digest});
+  // torch: the n/2 smallest |w| (stable order) set to +0.0.
+  std::vector<size_t> idx(n);
+  std::iota(idx.begin(), idx.end(), 0);
+  std::stable_sort(idx.begin(), idx.end(),
+                   [&](size_t i, size_t j) { return std::fabs(F(w, i)) < std::fabs(F(w, j)); });
+  std::string pruned = w;
+  for (size_t k = 0; k < n / 2; k++) SetF(&pruned, idx[k], 0.0f);
+  // Zeros in the same places but other values kept: not a pruned copy.
+  std::string other = Perturbed(pruned, 14);
+  for (size_t k = 0; k < n / 2; k++) SetF(&other, idx[k], 0.0f);
+  ExpectFallback(Safetensors({{"x", formats::DType::kF32, {512, 1024}, other}}), bases);
+  ExpectDerivedHit(Safetensors({{"x", formats::DType::kF32, {512, 1024}, pruned}}), bases, "x",
+                   Derivation::kPrune);
+}
+
+TEST_F(IngestTest, Int8QuantizationAndItsScalesArePredicted) {
+  const size_t rows = 256, cols = 4096, n = rows * cols;  // 1 MiB of int8: one chunk
+  std::string w = Weights(n, 15);
+  auto p = Ingest("p.safetensors", Safetensors({{"l.w", formats::DType::kF32, {256, 4096}, w}}));
+  DeltaBases bases = BasesOf({p.digest});
+  // As torch: scale = (amax / 127).clamp(min=1e-12); q = round(w / scale).clamp(-127, 127).
+  std::string scale(rows * 4, '\0'), q(n, '\0');
+  for (size_t r = 0; r < rows; r++) {
+    float amax = 0;
+    for (size_t c = 0; c < cols; c++) amax = std::max(amax, std::fabs(F(w, r * cols + c)));
+    float s = std::max(amax / 127.0f, 1e-12f);
+    SetF(&scale, r, s);
+    for (size_t c = 0; c < cols; c++) {
+      float v = std::clamp(std::nearbyint(F(w, r * cols + c) / s), -127.0f, 127.0f);
+      q[r * cols + c] = static_cast<char>(static_cast<int8_t>(v));
+    }
+  }
+  std::string bad_q = q;
+  for (size_t i = 0; i < n; i += 2) bad_q[i] = static_cast<char>(bad_q[i] / 2);  // other scales
+  ExpectFallback(Safetensors({{"l.w", formats::DType::kI8, {256, 4096}, bad_q}}), bases);
+  ExpectDerivedHit(Safetensors({{"l.w", formats::DType::kI8, {256, 4096}, q},
+                                {"l.w.scale", formats::DType::kF32, {256}, scale}}),
+                   bases, "l.w", Derivation::kQuant);
+  auto f = Ingest("s.safetensors", Safetensors({{"l.w.scale", formats::DType::kF32, {256}, scale}}),
+                  &bases);
+  EXPECT_EQ(f.tensors_derived + f.tensors_deduped, 1u);
+  EXPECT_EQ(ReadAll(f.digest), Safetensors({{"l.w.scale", formats::DType::kF32, {256}, scale}}));
+}
+
+TEST(TensorObjectTest, DerivedRecordsRoundTripAndBadOnesAreCorruption) {
+  TensorObject t;
+  t.nbytes = 10;
+  t.chunk_bytes = 1 << 20;
+  t.chunks.push_back(Digest::Of("x", 1));
+  t.derivation = Derivation::kQuant;
+  t.from_dtype = formats::DType::kF32;
+  t.to_dtype = formats::DType::kI8;
+  t.derived_from = Digest::Of("p", 1);
+  t.row_len = 5;
+  t.qmax = 127;
+  auto back = TensorObject::Decode(t.Encode());
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->derivation, Derivation::kQuant);
+  EXPECT_EQ(back->row_len, 5u);
+  EXPECT_EQ(back->qmax, 127u);
+  t.qmax = 0;  // a quantization to nothing
+  EXPECT_TRUE(TensorObject::Decode(t.Encode()).status().IsCorruption());
+  t.qmax = 127;
+  std::string v = t.Encode();
+  v[1 + 8 + 4 + 1 + 4 + 4 + 1 + Digest::kEncodedBytes] = 9;  // unknown derivation id
+  EXPECT_TRUE(TensorObject::Decode(v).status().IsCorruption());
+  t.derivation = Derivation::kMean2;  // needs a second source
+  t.to_dtype = formats::DType::kF32;
+  EXPECT_TRUE(TensorObject::Decode(t.Encode()).status().IsCorruption());
 }
 
 }  // namespace
