@@ -195,6 +195,9 @@ Result<ApplyStats> StoreRemote::ApplyVersion(const VersionTransfer& t) {
       if (it->second.derivation != Derivation::kNone) {
         LFS_RETURN_IF_ERROR(need_tensor(it->second.derived_from));
       }
+      if (!it->second.derived_from2.empty()) {
+        LFS_RETURN_IF_ERROR(need_tensor(it->second.derived_from2));
+      }
       return Status::OK();
     };
     std::set<Digest> seen_files;
@@ -259,6 +262,9 @@ Result<ApplyStats> StoreRemote::ApplyVersion(const VersionTransfer& t) {
     for (const auto& [d, tp] : new_tensors) {
       if (tp->derivation != Derivation::kNone) {
         LFS_RETURN_IF_ERROR(AdjustTensorRefs(txn, tp->derived_from, +1));
+      }
+      if (!tp->derived_from2.empty()) {
+        LFS_RETURN_IF_ERROR(AdjustTensorRefs(txn, tp->derived_from2, +1));
       }
     }
     for (const Digest& d : new_files) {

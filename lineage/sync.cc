@@ -281,6 +281,9 @@ class Syncer {
         if (o.derivation != Derivation::kNone && tensor_seen.insert(o.derived_from).second) {
           tensors.push_back(o.derived_from);
         }
+        if (!o.derived_from2.empty() && tensor_seen.insert(o.derived_from2).second) {
+          tensors.push_back(o.derived_from2);
+        }
         t->tensors.emplace(round[i], std::move(o));
       }
     }
