@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "cli/cli.h"
+#include "lineage/check.h"
 #include "store/coding.h"
 #include "store/fsck.h"
 #include "store/ingest.h"
@@ -400,6 +401,11 @@ void RegisterStoreCommands(CLI::App& app, int* rc) {
       FsckReport rep;
       Status s = Fsck(*o->store, &rep);
       if (!s.ok()) return void(*rc = Fail(s));
+      // The lineage tables against each other and the file records' counts.
+      lineage::LineageCheck lc;
+      Status ls = lineage::CheckLineage(*o->store, &lc);
+      if (!ls.ok()) return void(*rc = Fail(ls));
+      rep.errors.insert(rep.errors.end(), lc.errors.begin(), lc.errors.end());
       // Lineage: every version's files exist; name what bad chunks damage.
       std::vector<std::string> damaged;
       auto models = o->lineage->ListModels();
