@@ -1,10 +1,13 @@
 #include "lineage/remote.h"
 
+#include <algorithm>
+#include <climits>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <unordered_map>
 
 #include "store/coding.h"
+#include "store/pack.h"
 
 namespace lfs::lineage {
 
@@ -145,9 +148,8 @@ Result<std::map<std::string, std::string>> StoreRemote::ListTestDefinitions() {
 }
 
 Result<ApplyStats> StoreRemote::ApplyVersion(const VersionTransfer& t) {
-  const Version& v = t.version;
+  Version v = t.version;
   LFS_RETURN_IF_ERROR(ValidateName("model", v.key.model));
-  LFS_RETURN_IF_ERROR(ValidateName("version", v.key.version));
   for (const auto& [name, fe] : v.files) LFS_RETURN_IF_ERROR(ValidateName("file", name));
   if (!v.committed()) return Status::InvalidArgument("only committed versions are transferred");
   ApplyStats st;
@@ -158,17 +160,37 @@ Result<ApplyStats> StoreRemote::ApplyVersion(const VersionTransfer& t) {
   std::map<Digest, const TensorObject*> new_tensors;
   std::unordered_map<Digest, int64_t> chunk_refs;
   std::set<Digest> frames_offered(t.frames.begin(), t.frames.end());
+  // Raw lengths the new records require of their chunks: exact for tensor
+  // chunks, at least this much for generic extents. Checked once the frames
+  // are in (a new chunk's length is known from its verified frame only).
+  std::map<Digest, uint64_t> chunk_len_exact, chunk_len_min;
   {
     ReadTxn txn(store_.db());
-    LFS_ASSIGN_OR_RETURN(auto existing, FindVersionIn(txn, v.key));
-    if (existing) {
+    // The name is chosen here, under the lock: a concurrent sync may have
+    // taken the planned one since.
+    std::vector<std::string> names = {v.key.version};
+    names.insert(names.end(), t.fallback_names.begin(), t.fallback_names.end());
+    bool chosen = false;
+    for (const std::string& name : names) {
+      LFS_RETURN_IF_ERROR(ValidateName("version", name));
+      LFS_ASSIGN_OR_RETURN(auto existing, FindVersionIn(txn, {v.key.model, name}));
+      if (!existing) {
+        v.key.version = name;
+        chosen = true;
+        break;
+      }
       if (existing->committed() && existing->ContentId() == v.ContentId()) {
         st.already_present = true;
+        st.stored_as = name;
         return st;
       }
-      return Status::AlreadyExists(v.key.str() + " appeared in " + store_.path() +
+    }
+    if (!chosen) {
+      return Status::AlreadyExists(v.key.str() + " (and its clash names) appeared in " +
+                                   store_.path() +
                                    " with other content during the sync; run it again");
     }
+    st.stored_as = v.key.version;
     for (const auto& p : v.parents) {
       if (p.tombstone) continue;
       LFS_ASSIGN_OR_RETURN(auto pv, FindVersionIn(txn, p.parent));
@@ -176,6 +198,11 @@ Result<ApplyStats> StoreRemote::ApplyVersion(const VersionTransfer& t) {
         return Status::InvalidArgument("parent " + p.parent.str() + " of " + v.key.str() +
                                        " is not a committed version of " + store_.path());
       }
+    }
+    if (v.predecessor) {
+      // Only a hint (delta bases, "previous"): never keep a dangling name.
+      LFS_ASSIGN_OR_RETURN(auto pv, FindVersionIn(txn, {v.key.model, *v.predecessor}));
+      if (!pv) v.predecessor.reset();
     }
     auto in_index = [&](Table tab, const Digest& d) -> Result<bool> {
       LFS_ASSIGN_OR_RETURN(auto r, txn.Get(tab, d.Encode()));
@@ -192,7 +219,7 @@ Result<ApplyStats> StoreRemote::ApplyVersion(const VersionTransfer& t) {
       }
       new_tensors[td] = &it->second;
       for (const Digest& c : it->second.chunks) chunk_refs[c]++;
-      if (it->second.derivation != Derivation::kNone) {
+      if (it->second.derivation != Derivation::kNone && !it->second.derived_from.empty()) {
         LFS_RETURN_IF_ERROR(need_tensor(it->second.derived_from));
       }
       if (!it->second.derived_from2.empty()) {
@@ -228,8 +255,79 @@ Result<ApplyStats> StoreRemote::ApplyVersion(const VersionTransfer& t) {
         return Status::InvalidArgument("the sender did not send chunk " + c.Hex());
       }
     }
+    // Structure of the new records, before anything is written: readers
+    // trust these records (offsets, sizes, derivation sources).
+    std::map<Digest, TensorObject> held;  // the receiver's own tensors the checks need
+    auto tensor_of = [&](const Digest& d) -> Result<const TensorObject*> {
+      auto n = new_tensors.find(d);
+      if (n != new_tensors.end()) return n->second;
+      auto h = held.find(d);
+      if (h == held.end()) {
+        LFS_ASSIGN_OR_RETURN(auto r, ::lfs::GetTensor(txn, d));
+        if (!r) return Status::Corruption("received records name tensor " + d.Hex() + ", unknown");
+        h = held.emplace(d, std::move(*r)).first;
+      }
+      return &h->second;
+    };
+    for (const auto& [d, o] : new_tensors) {
+      auto bad = [&](const std::string& why) {
+        return Status::Corruption("received tensor " + d.Hex() + " is inconsistent: " + why);
+      };
+      // The checks the store applies to its own records (chunk count, derivation kind).
+      auto round = TensorObject::Decode(o->Encode());
+      if (!round.ok()) return bad(std::string(round.status().message()));
+      const bool derived = o->derivation != Derivation::kNone;
+      if (derived == o->derived_from.empty()) return bad("derivation source missing or stray");
+      if ((o->derivation == Derivation::kMean2) == o->derived_from2.empty()) {
+        return bad("second derivation source missing or stray");
+      }
+      if (derived) {
+        const size_t tw = formats::DTypeSize(o->to_dtype), fw = formats::DTypeSize(o->from_dtype);
+        if (tw == 0 || fw == 0 || o->nbytes % tw != 0) return bad("not whole elements");
+        const uint64_t numel = o->nbytes / tw;
+        const bool per_row = o->derivation == Derivation::kQScale;
+        if (per_row && numel > UINT64_MAX / fw / o->row_len) return bad("rows too long");
+        const uint64_t want = per_row ? numel * o->row_len * fw : numel * fw;
+        for (const Digest* src : {&o->derived_from, &o->derived_from2}) {
+          if (src->empty()) continue;
+          if (*src == d) return bad("derives from itself");
+          LFS_ASSIGN_OR_RETURN(const TensorObject* s, tensor_of(*src));
+          if (s->nbytes != want) return bad("a derivation source of another size");
+        }
+      }
+      for (size_t i = 0; i < o->chunks.size(); i++) {
+        uint64_t len = std::min<uint64_t>(o->chunk_bytes, o->nbytes - i * o->chunk_bytes);
+        auto [it, fresh] = chunk_len_exact.emplace(o->chunks[i], len);
+        if (!fresh && it->second != len) return bad("a chunk of two lengths");
+      }
+    }
+    for (const Digest& d : new_files) {
+      const FileRecipe& f = t.files.at(d);
+      auto bad = [&](const std::string& why) {
+        return Status::Corruption("received file " + d.Hex() + " is inconsistent: " + why);
+      };
+      auto round = FileRecipe::Decode(f.Encode());
+      if (!round.ok()) return bad(std::string(round.status().message()));
+      uint64_t sum = 0;
+      for (const auto& e : f.extents) {
+        if (e.length > UINT64_MAX - sum || e.object_offset > UINT64_MAX - e.length) {
+          return bad("extent lengths overflow");
+        }
+        sum += e.length;
+        const uint64_t end = e.object_offset + e.length;
+        if (e.kind == Extent::Kind::kTensor) {
+          LFS_ASSIGN_OR_RETURN(const TensorObject* o, tensor_of(e.digest));
+          if (end > o->nbytes) return bad("an extent reaches past its tensor");
+        } else {
+          uint64_t& m = chunk_len_min[e.digest];
+          m = std::max(m, end);
+        }
+      }
+      if (sum != f.size) return bad("its extents do not add up to its size");
+    }
   }
   // Frames: verified one by one as they arrive, appended, made durable at Commit.
+  std::map<Digest, uint64_t> arrived_len;
   for (const Digest& d : t.frames) {
     LFS_ASSIGN_OR_RETURN(auto have, store_.FindChunk(d));
     if (have) continue;
@@ -238,6 +336,32 @@ Result<ApplyStats> StoreRemote::ApplyVersion(const VersionTransfer& t) {
     if (added) {
       st.frames++;
       st.frame_bytes += frame.size();
+      FrameHeader h;
+      std::string_view payload;
+      LFS_RETURN_IF_ERROR(DecodeFrame(frame, &h, &payload));  // verified by PutFrame
+      arrived_len[d] = h.raw_len;
+    }
+  }
+  // Chunk lengths the records rely on (a tensor's chunk i holds bytes
+  // [i*chunk_bytes, ...); an extent reads inside its chunk).
+  auto raw_len = [&](const Digest& c) -> Result<uint64_t> {
+    auto it = arrived_len.find(c);
+    if (it != arrived_len.end()) return it->second;
+    LFS_ASSIGN_OR_RETURN(auto e, store_.FindChunk(c));
+    if (!e) return Status::InvalidArgument("the sender did not send chunk " + c.Hex());
+    return e->raw_len;
+  };
+  for (const auto& [c, len] : chunk_len_exact) {
+    LFS_ASSIGN_OR_RETURN(uint64_t have, raw_len(c));
+    if (have != len) {
+      return Status::Corruption("received tensor records need chunk " + c.Hex() + " to hold " +
+                                std::to_string(len) + " bytes; it holds " + std::to_string(have));
+    }
+  }
+  for (const auto& [c, len] : chunk_len_min) {
+    LFS_ASSIGN_OR_RETURN(uint64_t have, raw_len(c));
+    if (have < len) {
+      return Status::Corruption("a received file reads past the end of chunk " + c.Hex());
     }
   }
   for (const auto& [c, n] : chunk_refs) batch->AddRef(c, n);

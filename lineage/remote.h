@@ -33,6 +33,9 @@ struct ChunkInfo {
 // One version and the objects the receiver lacked when the sync planned it.
 struct VersionTransfer {
   Version version;  // as the receiver stores it: name, parent edges and predecessor remapped
+  // Should version.key be taken by other content when the receiver applies it
+  // (a concurrent sync chose the same clash name), the first free of these.
+  std::vector<std::string> fallback_names;
   int64_t model_created_ns = 0;  // for a model the receiver does not hold yet
   std::map<Digest, FileRecipe> files;
   std::map<Digest, TensorObject> tensors;
@@ -43,6 +46,7 @@ struct VersionTransfer {
 
 struct ApplyStats {
   bool already_present = false;  // an earlier, interrupted run got it there first
+  std::string stored_as;         // the version name the receiver holds it under
   uint64_t frames = 0, frame_bytes = 0;
   uint64_t files = 0, tensors = 0, record_bytes = 0;
 };
@@ -73,6 +77,7 @@ class Remote {
   // Write side. Applies one version atomically: frames, object records,
   // reference counts, the model/version records and children entries. A
   // version that is already there (same name, same content id) is left alone.
+  // Object records are checked for consistency first (Corruption otherwise).
   virtual Result<ApplyStats> ApplyVersion(const VersionTransfer& t) = 0;
   // Per test name, the result with the larger time_ns wins. Returns how many
   // results changed.

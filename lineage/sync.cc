@@ -10,9 +10,19 @@ namespace lfs::lineage {
 
 using json = nlohmann::json;
 
+// ValidateName's limit: a clash name must stay a valid name.
+constexpr size_t kMaxNameBytes = 255;
+
 std::string ClashName(const std::string& version, const Digest& content_id, bool full) {
   std::string hex = content_id.Hex().substr(5);  // past "xxh3:"
-  return version + "-" + (full ? hex : hex.substr(0, 8));
+  std::string suffix = "-" + (full ? hex : hex.substr(0, 8));
+  // A long base is cut (at a UTF-8 character boundary) so the suffix fits.
+  size_t keep = std::min(version.size(), kMaxNameBytes - suffix.size());
+  while (keep > 0 && keep < version.size() &&
+         (static_cast<unsigned char>(version[keep]) & 0xC0) == 0x80) {
+    keep--;
+  }
+  return version.substr(0, keep) + suffix;
 }
 
 namespace {
@@ -30,13 +40,21 @@ Result<std::vector<const Version*>> Order(const std::map<VersionKey, Version>& s
   std::set<std::pair<uint64_t, VersionKey>> ready;
   for (const auto& [k, v] : sel) {
     int n = 0;
+    std::set<VersionKey> deps;
     for (const auto& p : v.parents) {
       if (p.tombstone) continue;
       if (!sel.count(p.parent)) {
         return Status::Corruption("the sender's " + k.str() + " names parent " + p.parent.str() +
                                   ", which it does not hold");
       }
-      kids[p.parent].push_back(k);
+      deps.insert(p.parent);
+    }
+    // A committed predecessor travels first, so its receiver name is known.
+    if (v.predecessor && sel.count({k.model, *v.predecessor})) {
+      deps.insert({k.model, *v.predecessor});
+    }
+    for (const auto& d : deps) {
+      kids[d].push_back(k);
       n++;
     }
     pending[k] = n;
@@ -136,46 +154,96 @@ class Syncer {
     return to_.FindVersion(k);
   }
 
-  // Where sender version v lives (or will live) on the receiver; *present
-  // when it is already there.
-  Result<VersionKey> Place(const Version& v, bool* present) {
-    Digest cid = v.ContentId();
-    *present = false;
+  // The receiver's committed version of `model` holding content `cid` under
+  // `name`, one of its clash names, or (a clash name coming back) the base
+  // name it was made from.
+  Result<std::optional<VersionKey>> FindSame(const std::string& model, const std::string& name,
+                                             const Digest& cid) {
     auto same = [&](const std::optional<Version>& r) {
       return r && r->committed() && r->ContentId() == cid;
     };
-    // A clash name coming back: the receiver may hold the original.
-    std::string suffix = "-" + cid.Hex().substr(5, 8);
-    const std::string& name = v.key.version;
-    if (name.size() > suffix.size() && name.ends_with(suffix)) {
-      VersionKey base{v.key.model, name.substr(0, name.size() - suffix.size())};
+    std::string hex = cid.Hex().substr(5);
+    for (bool full : {false, true}) {
+      std::string suffix = "-" + (full ? hex : hex.substr(0, 8));
+      if (name.size() <= suffix.size() || !name.ends_with(suffix)) continue;
+      VersionKey base{model, name.substr(0, name.size() - suffix.size())};
       LFS_ASSIGN_OR_RETURN(auto r, Lookup(base));
-      if (same(r)) {
-        *present = true;
-        return base;
+      if (same(r)) return std::optional<VersionKey>(base);
+      // A clash name at the length limit may have had its base cut short:
+      // look for the version whose clash name it is.
+      if (name.size() + 3 < kMaxNameBytes) continue;
+      std::vector<Version> theirs;
+      auto listed = to_.ListVersions(model);
+      if (listed.ok()) {
+        theirs = std::move(listed).value();
+      } else if (!listed.status().IsNotFound()) {
+        return listed.status();
+      }
+      for (const auto& [k, pv] : planned_versions_) {
+        if (k.model == model) theirs.push_back(pv);
+      }
+      for (const Version& r : theirs) {
+        if (r.committed() && r.ContentId() == cid && ClashName(r.key.version, cid, full) == name) {
+          return std::optional<VersionKey>(r.key);
+        }
       }
     }
     for (const std::string& cand :
          {name, ClashName(name, cid, false), ClashName(name, cid, true)}) {
-      VersionKey k{v.key.model, cand};
-      LFS_ASSIGN_OR_RETURN(auto r, Lookup(k));
-      if (!r) return k;
-      if (same(r)) {
-        *present = true;
-        return k;
+      LFS_ASSIGN_OR_RETURN(auto r, Lookup({model, cand}));
+      if (same(r)) return std::optional<VersionKey>(VersionKey{model, cand});
+    }
+    return std::optional<VersionKey>();
+  }
+
+  // Where sender version v lives (or will live) on the receiver; *present
+  // when it is already there. *fallback: the names to try, in order, should
+  // the chosen one be taken by the time the receiver applies it.
+  Result<VersionKey> Place(const Version& v, bool* present, std::vector<std::string>* fallback) {
+    Digest cid = v.ContentId();
+    *present = false;
+    LFS_ASSIGN_OR_RETURN(auto found, FindSame(v.key.model, v.key.version, cid));
+    if (found) {
+      *present = true;
+      return *found;
+    }
+    const std::string& name = v.key.version;
+    std::vector<std::string> cands = {name, ClashName(name, cid, false),
+                                      ClashName(name, cid, true)};
+    for (size_t i = 0; i < cands.size(); i++) {
+      LFS_ASSIGN_OR_RETURN(auto r, Lookup({v.key.model, cands[i]}));
+      if (!r) {
+        fallback->assign(cands.begin() + static_cast<ptrdiff_t>(i) + 1, cands.end());
+        return VersionKey{v.key.model, cands[i]};
       }
     }
     return Status::AlreadyExists("no free name for " + v.key.str() + " on " + to_.Describe());
   }
 
+  // The receiver's name for a parent edge: a live one follows its version; a
+  // tombstone comes back to life when the receiver holds that parent.
+  Status MapParent(ParentEdge* p) {
+    if (!p->tombstone) {
+      p->parent = mapped_.at(p->parent);
+      return Status::OK();
+    }
+    auto cid = Digest::FromHex(p->content_id);
+    if (!cid) return Status::OK();  // a removed draft: nothing to match
+    LFS_ASSIGN_OR_RETURN(auto found, FindSame(p->parent.model, p->parent.version, *cid));
+    if (found) {
+      p->parent = *found;
+      p->tombstone = false;
+    }
+    return Status::OK();
+  }
+
   Status One(const Version& v) {
     bool present = false;
-    LFS_ASSIGN_OR_RETURN(VersionKey target, Place(v, &present));
+    std::vector<std::string> fallback;
+    LFS_ASSIGN_OR_RETURN(VersionKey target, Place(v, &present, &fallback));
     mapped_[v.key] = target;
-    if (!(target == v.key)) {
-      (present ? st_.matched : st_.renamed).push_back({v.key.str(), target.str()});
-    }
     if (present) {
+      if (!(target == v.key)) st_.matched.push_back({v.key.str(), target.str()});
       st_.versions_present++;
       std::string tests = TestsOf(v);
       if (tests.empty()) return Status::OK();
@@ -197,17 +265,20 @@ class Syncer {
     VersionTransfer t;
     t.version = v;
     t.version.key = target;
-    for (auto& p : t.version.parents) {
-      if (!p.tombstone) p.parent = mapped_.at(p.parent);
-    }
+    t.fallback_names = fallback;
+    for (auto& p : t.version.parents) LFS_RETURN_IF_ERROR(MapParent(&p));
+    // A predecessor that did not travel (a draft, or removed on the sender)
+    // would name some other version on the receiver, or none: drop it.
     if (v.predecessor) {
       auto it = mapped_.find({v.key.model, *v.predecessor});
+      t.version.predecessor.reset();
       if (it != mapped_.end()) t.version.predecessor = it->second.version;
     }
     t.model_created_ns = models_.at(v.key.model).created_ns;
     uint64_t frame_bytes_planned = 0;
     LFS_RETURN_IF_ERROR(Plan(v, &t, &frame_bytes_planned));
     if (opts_.dry_run) {
+      if (!(target == v.key)) st_.renamed.push_back({v.key.str(), target.str()});
       planned_versions_[target] = t.version;
       st_.versions_sent++;
       st_.sent.push_back(target.str());
@@ -222,10 +293,15 @@ class Syncer {
     }
     t.fetch_frame = [this](const Digest& d) { return from_.ReadFrame(d); };
     LFS_ASSIGN_OR_RETURN(ApplyStats a, to_.ApplyVersion(t));
+    // Another writer may have taken the name meanwhile: the receiver chose.
+    if (!a.stored_as.empty()) target.version = a.stored_as;
+    mapped_[v.key] = target;
     if (a.already_present) {
       st_.versions_present++;
+      if (!(target == v.key)) st_.matched.push_back({v.key.str(), target.str()});
       return Status::OK();
     }
+    if (!(target == v.key)) st_.renamed.push_back({v.key.str(), target.str()});
     st_.versions_sent++;
     st_.sent.push_back(target.str());
     st_.chunks_sent += a.frames;

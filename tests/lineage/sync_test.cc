@@ -4,6 +4,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -607,6 +608,321 @@ TEST_F(SyncTest, FailedWriteOnTheReceiverLeavesItConsistentAndARerunCompletes) {
   // Reopened (the failed batch's torn tail is cut by the next writer): still clean.
   b_.Open();
   b_.ExpectConsistent("reopened receiver");
+}
+
+// Forwards everything; hooks let a test lie about records or act between the
+// plan and the receiver's apply (as a concurrent writer would).
+class Relay : public Remote {
+ public:
+  explicit Relay(Remote& inner) : in_(inner) {}
+  std::function<void(FileRecipe*)> on_file;
+  std::function<void(const Digest&, TensorObject*)> on_tensor;
+  std::function<void(const VersionTransfer&)> before_apply;
+
+  std::string Describe() const override { return "relay"; }
+  Result<std::vector<Model>> ListModels() override { return in_.ListModels(); }
+  Result<std::vector<Version>> ListVersions(const std::string& m) override {
+    return in_.ListVersions(m);
+  }
+  Result<std::optional<Version>> FindVersion(const VersionKey& k) override {
+    return in_.FindVersion(k);
+  }
+  Result<std::vector<std::optional<ChunkInfo>>> StatChunks(const std::vector<Digest>& c) override {
+    return in_.StatChunks(c);
+  }
+  Result<std::vector<bool>> HaveFiles(const std::vector<Digest>& f) override {
+    return in_.HaveFiles(f);
+  }
+  Result<std::vector<bool>> HaveTensors(const std::vector<Digest>& t) override {
+    return in_.HaveTensors(t);
+  }
+  Result<FileRecipe> GetFile(const Digest& d) override {
+    LFS_ASSIGN_OR_RETURN(FileRecipe f, in_.GetFile(d));
+    if (on_file) on_file(&f);
+    return f;
+  }
+  Result<TensorObject> GetTensor(const Digest& d) override {
+    LFS_ASSIGN_OR_RETURN(TensorObject o, in_.GetTensor(d));
+    if (on_tensor) on_tensor(d, &o);
+    return o;
+  }
+  Result<std::string> ReadFrame(const Digest& d) override { return in_.ReadFrame(d); }
+  Result<std::map<std::string, std::string>> ListTestDefinitions() override {
+    return in_.ListTestDefinitions();
+  }
+  Result<ApplyStats> ApplyVersion(const VersionTransfer& t) override {
+    if (before_apply) before_apply(t);
+    return in_.ApplyVersion(t);
+  }
+  Result<uint64_t> MergeTestResults(const VersionKey& k, const std::string& j) override {
+    return in_.MergeTestResults(k, j);
+  }
+  Result<std::vector<std::string>> AddTestDefinitions(const std::map<std::string, std::string>& d,
+                                                      uint64_t* added) override {
+    return in_.AddTestDefinitions(d, added);
+  }
+  Result<std::vector<std::string>> MergeTags(const std::string& m,
+                                             const std::map<std::string, std::string>& t,
+                                             uint64_t* added) override {
+    return in_.MergeTags(m, t, added);
+  }
+
+ private:
+  Remote& in_;
+};
+
+TEST_F(SyncTest, PredecessorThatDidNotTravelIsDropped) {
+  // m/v2's predecessor is a draft that stays home; r/v2's was removed on the
+  // sender, and the receiver holds an unrelated r/v1.
+  ASSERT_OK(MakeVersion(*a_.lin, "m", "v1", {}, {{"w.bin", "one"}}));
+  ASSERT_OK(MakeVersion(*a_.lin, "m", "wip", {}, {{"w.bin", "draft"}}, false));
+  ASSERT_OK(MakeVersion(*a_.lin, "m", "v2", {}, {{"w.bin", "two"}}));
+  ASSERT_OK(MakeVersion(*a_.lin, "m", "v3", {}, {{"w.bin", "three"}}));
+  ASSERT_OK(MakeVersion(*a_.lin, "r", "v1", {}, {{"r.bin", "sender's r1"}}));
+  ASSERT_OK(MakeVersion(*a_.lin, "r", "v2", {}, {{"r.bin", "r2"}}));
+  ASSERT_OK(a_.lin->RemoveVersion({"r", "v1"}, true));
+  ASSERT_OK(MakeVersion(*b_.lin, "r", "v1", {}, {{"r.bin", "receiver's r1"}}));
+  ASSERT_OK_AND_ASSIGN(Version a2, a_.lin->GetVersion({"m", "v2"}));
+  ASSERT_EQ(a2.predecessor, std::optional<std::string>("wip"));
+  ASSERT_OK_AND_ASSIGN(Version ar2, a_.lin->GetVersion({"r", "v2"}));
+  ASSERT_EQ(ar2.predecessor, std::optional<std::string>("v1"));
+
+  ASSERT_OK(Run(*a_.remote, *b_.remote));
+  ASSERT_OK_AND_ASSIGN(Version b2, b_.lin->GetVersion({"m", "v2"}));
+  EXPECT_EQ(b2.predecessor, std::nullopt);
+  ASSERT_OK_AND_ASSIGN(Version b3, b_.lin->GetVersion({"m", "v3"}));
+  EXPECT_EQ(b3.predecessor, std::optional<std::string>("v2"));  // it travelled: kept
+  ASSERT_OK_AND_ASSIGN(Version br2, b_.lin->GetVersion({"r", "v2"}));
+  EXPECT_EQ(br2.predecessor, std::nullopt);
+  b_.ExpectConsistent("receiver");
+}
+
+TEST_F(SyncTest, ClashNamesOfLongNamesStayValidAndRoundTrip) {
+  const std::string ascii(250, 'n');
+  std::string emoji = "x";  // 4-byte characters: the cut must not split one
+  for (int i = 0; i < 62; i++) emoji += "\xF0\x9F\x98\x80";
+  for (const std::string& name : {ascii, emoji}) {
+    ASSERT_OK(MakeVersion(*a_.lin, "m", name, {}, {{"w.bin", "sender " + name}}));
+    ASSERT_OK(MakeVersion(*b_.lin, "m", name, {}, {{"w.bin", "receiver " + name}}));
+    ASSERT_OK_AND_ASSIGN(Version av, a_.lin->GetVersion({"m", name}));
+    for (bool full : {false, true}) {
+      std::string c = ClashName(name, av.ContentId(), full);
+      EXPECT_OK(ValidateName("version", c));
+      EXPECT_LE(c.size(), 255u);
+    }
+  }
+  ASSERT_OK_AND_ASSIGN(SyncStats st, Run(*a_.remote, *b_.remote));
+  EXPECT_EQ(st.versions_sent, 2u);
+  ASSERT_EQ(st.renamed.size(), 2u);
+  b_.ExpectConsistent("receiver");
+  ASSERT_OK_AND_ASSIGN(SyncStats again, Run(*a_.remote, *b_.remote));
+  EXPECT_EQ(again.versions_sent, 0u);
+  EXPECT_EQ(again.matched.size(), 2u);
+  // Pull back: the renamed ones are the sender's own, only B's own travel.
+  ASSERT_OK_AND_ASSIGN(SyncStats back, Run(*b_.remote, *a_.remote));
+  EXPECT_EQ(back.versions_sent, 2u);
+  EXPECT_EQ(back.matched.size(), 2u);
+  ASSERT_OK_AND_ASSIGN(Model m, a_.lin->GetModel("m"));
+  EXPECT_EQ(m.versions.size(), 4u);
+  a_.ExpectConsistent("sender after the pull back");
+}
+
+TEST_F(SyncTest, FullHexClashNameRoundTripsToNothing) {
+  ASSERT_OK(MakeVersion(*a_.lin, "m", "v1", {}, {{"w.bin", "X"}}));
+  ASSERT_OK_AND_ASSIGN(Version av, a_.lin->GetVersion({"m", "v1"}));
+  const std::string short_name = ClashName("v1", av.ContentId(), false);
+  const std::string full_name = ClashName("v1", av.ContentId(), true);
+  ASSERT_OK(MakeVersion(*b_.lin, "m", "v1", {}, {{"w.bin", "Y"}}));
+  ASSERT_OK(MakeVersion(*b_.lin, "m", short_name, {}, {{"w.bin", "Z"}}));
+  ASSERT_OK_AND_ASSIGN(SyncStats st, Run(*a_.remote, *b_.remote));
+  ASSERT_EQ(st.renamed.size(), 1u);
+  EXPECT_EQ(st.renamed[0].second, "m/" + full_name);
+  ASSERT_OK_AND_ASSIGN(SyncStats back, Run(*b_.remote, *a_.remote));
+  EXPECT_CODE(a_.lin->GetVersion({"m", full_name}), kNotFound);
+  bool matched = false;
+  for (const auto& [from, to] : back.matched) matched |= from == "m/" + full_name && to == "m/v1";
+  EXPECT_TRUE(matched);
+  a_.ExpectConsistent("sender after the pull back");
+}
+
+TEST_F(SyncTest, TombstoneEdgeComesBackToLifeWhenTheReceiverHoldsTheParent) {
+  ASSERT_OK(MakeVersion(*a_.lin, "m", "v1", {}, {{"w.bin", std::string(100000, 'm')}}));
+  ASSERT_OK(MakeVersion(*a_.lin, "n", "v1", {}, {{"w.bin", std::string(100000, 'n')}}));
+  ASSERT_OK(MakeVersion(*b_.lin, "n", "v1", {}, {{"w.bin", std::string(100000, 'N')}}));
+  ASSERT_OK_AND_ASSIGN(Version an, a_.lin->GetVersion({"n", "v1"}));
+  const std::string renamed = ClashName("v1", an.ContentId());
+  ASSERT_OK(Run(*a_.remote, *b_.remote));
+  ASSERT_OK(b_.lin->GetVersion({"n", renamed}));
+  // Children made after the sync, their parents then removed on the sender.
+  ASSERT_OK(MakeVersion(*a_.lin, "kid", "v1", {P("m", "v1")}, {{"k.bin", "kid"}}));
+  ASSERT_OK(MakeVersion(*a_.lin, "kid2", "v1", {P("n", "v1")}, {{"k.bin", "kid2"}}));
+  ASSERT_OK(a_.lin->RemoveVersion({"m", "v1"}, true));
+  ASSERT_OK(a_.lin->RemoveVersion({"n", "v1"}, true));
+  ASSERT_OK(Run(*a_.remote, *b_.remote));
+  ASSERT_OK_AND_ASSIGN(Version kid, b_.lin->GetVersion({"kid", "v1"}));
+  ASSERT_EQ(kid.parents.size(), 1u);
+  EXPECT_FALSE(kid.parents[0].tombstone);
+  EXPECT_EQ(kid.parents[0].parent.str(), "m/v1");
+  ASSERT_OK_AND_ASSIGN(Version kid2, b_.lin->GetVersion({"kid2", "v1"}));
+  ASSERT_EQ(kid2.parents.size(), 1u);
+  EXPECT_FALSE(kid2.parents[0].tombstone);
+  EXPECT_EQ(kid2.parents[0].parent.str(), "n/" + renamed);  // not B's own n/v1
+  ASSERT_OK_AND_ASSIGN(auto kids, b_.lin->Children({"m", "v1"}));
+  ASSERT_EQ(kids.size(), 1u);
+  EXPECT_EQ(kids[0].first.str(), "kid/v1");
+  ASSERT_OK_AND_ASSIGN(auto kids2, b_.lin->Children({"n", renamed}));
+  EXPECT_EQ(kids2.size(), 1u);
+  ASSERT_OK_AND_ASSIGN(auto none, b_.lin->Children({"n", "v1"}));
+  EXPECT_TRUE(none.empty());
+  b_.ExpectConsistent("receiver");
+  // On a receiver without the parent it stays a tombstone.
+  Side c;
+  c.Create();
+  ASSERT_OK(Run(*a_.remote, *c.remote));
+  ASSERT_OK_AND_ASSIGN(Version ckid, c.lin->GetVersion({"kid", "v1"}));
+  EXPECT_TRUE(ckid.parents[0].tombstone);
+  c.ExpectConsistent("fresh receiver");
+}
+
+TEST_F(SyncTest, ForgedObjectRecordsAreRefused) {
+  ASSERT_OK(MakeVersion(*a_.lin, "base", "v1", {}, {{"model.safetensors", Checkpoint(3)}}));
+  ASSERT_OK_AND_ASSIGN(Version av, a_.lin->GetVersion({"base", "v1"}));
+  ASSERT_OK_AND_ASSIGN(FileRecipe real,
+                       LoadFile(*a_.store, av.files.at("model.safetensors").digest));
+  size_t tensor_extent = real.extents.size();
+  for (size_t i = 0; i < real.extents.size(); i++) {
+    if (real.extents[i].kind == Extent::Kind::kTensor) {
+      tensor_extent = i;
+      break;
+    }
+  }
+  ASSERT_LT(tensor_extent, real.extents.size());
+  struct Forgery {
+    const char* what;
+    std::function<void(FileRecipe*)> file;
+    std::function<void(const Digest&, TensorObject*)> tensor;
+  };
+  std::vector<Forgery> forgeries = {
+      {"extents longer than the file", [](FileRecipe* f) { f->extents.back().length += 1; }, {}},
+      {"an extent past its tensor",
+       [&](FileRecipe* f) { f->extents[tensor_extent].object_offset += 8; },
+       {}},
+      {"a generic extent past its chunk",
+       [](FileRecipe* f) {
+         ASSERT_EQ(f->extents[0].kind, Extent::Kind::kChunk);
+         f->extents[0].object_offset += 1 << 20;
+       },
+       {}},
+      {"tensor chunks out of order",
+       {},
+       [](const Digest&, TensorObject* o) {
+         if (o->chunks.size() > 1) std::swap(o->chunks.front(), o->chunks.back());
+       }},
+      {"a tensor longer than its chunks",
+       {},
+       [](const Digest&, TensorObject* o) { o->nbytes += 4; }},
+      {"a tensor derived from itself",
+       {},
+       [](const Digest& self, TensorObject* o) {
+         o->derivation = Derivation::kCast;
+         o->from_dtype = formats::DType::kF32;
+         o->to_dtype = formats::DType::kBF16;
+         o->derived_from = self;
+       }},
+  };
+  for (const auto& fg : forgeries) {
+    SCOPED_TRACE(fg.what);
+    Relay relay(*a_.remote);
+    relay.on_file = fg.file;
+    relay.on_tensor = fg.tensor;
+    auto r = Run(relay, *b_.remote);
+    EXPECT_CODE(r, kCorruption);
+    EXPECT_TRUE(b_.Committed().empty());
+    b_.ExpectConsistent("receiver");
+  }
+  ASSERT_OK(Run(*a_.remote, *b_.remote));  // the honest sender still gets through
+  ExpectSameVersions(a_, b_);
+  b_.ExpectConsistent("receiver after the honest sync");
+}
+
+TEST_F(SyncTest, ConcurrentSyncTakingTheClashNameMakesThisOneChooseAnother) {
+  ASSERT_OK(MakeVersion(*a_.lin, "m", "v1", {}, {{"w.bin", "X"}}));
+  ASSERT_OK(MakeVersion(*a_.lin, "kid", "v1", {P("m", "v1")}, {{"k.bin", "kid"}}));
+  ASSERT_OK(MakeVersion(*b_.lin, "m", "v1", {}, {{"w.bin", "Y"}}));
+  ASSERT_OK_AND_ASSIGN(Version av, a_.lin->GetVersion({"m", "v1"}));
+  const std::string short_name = ClashName("v1", av.ContentId(), false);
+  const std::string full_name = ClashName("v1", av.ContentId(), true);
+  Relay relay(*b_.remote);
+  bool raced = false;
+  relay.before_apply = [&](const VersionTransfer& t) {
+    if (raced || t.version.key.version != short_name) return;
+    raced = true;  // another writer takes the planned name first
+    EXPECT_OK(MakeVersion(*b_.lin, "m", short_name, {}, {{"w.bin", "Z"}}));
+  };
+  ASSERT_OK_AND_ASSIGN(SyncStats st, Run(*a_.remote, relay));
+  EXPECT_TRUE(raced);
+  ASSERT_EQ(st.renamed.size(), 1u);
+  EXPECT_EQ(st.renamed[0].second, "m/" + full_name);
+  ASSERT_OK_AND_ASSIGN(Version got, b_.lin->GetVersion({"m", full_name}));
+  EXPECT_EQ(got.ContentId(), av.ContentId());
+  ASSERT_OK_AND_ASSIGN(Version kid, b_.lin->GetVersion({"kid", "v1"}));
+  EXPECT_EQ(kid.parents[0].parent.str(), "m/" + full_name);
+  b_.ExpectConsistent("receiver");
+}
+
+// p1/v1, p2/v1 and merge/v1 whose tensor is their mean (stored as kMean2).
+void MakeMerge(Side& s, Digest* merged) {
+  const size_t n = 512 * 1024;
+  auto a = WeightLike(n, 41), b = WeightLike(n, 42);
+  std::vector<float> m(n);
+  for (size_t i = 0; i < n; i++) m[i] = 0.5f * a[i] + 0.5f * b[i];
+  ASSERT_OK(MakeVersion(*s.lin, "p1", "v1", {}, {{"w.safetensors", Safetensors({{"w", a}})}}));
+  ASSERT_OK(MakeVersion(*s.lin, "p2", "v1", {}, {{"w.safetensors", Safetensors({{"w", b}})}}));
+  ASSERT_OK(MakeVersion(*s.lin, "merge", "v1",
+                        {P("p1", "v1", Relation::kMerge), P("p2", "v1", Relation::kMerge)},
+                        {{"w.safetensors", Safetensors({{"w", m}})}}));
+  ASSERT_OK_AND_ASSIGN(Version v, s.lin->GetVersion({"merge", "v1"}));
+  ASSERT_OK_AND_ASSIGN(FileRecipe f, LoadFile(*s.store, v.files.at("w.safetensors").digest));
+  for (const auto& e : f.extents) {
+    if (e.kind != Extent::Kind::kTensor) continue;
+    ASSERT_OK_AND_ASSIGN(TensorObject o, LoadTensor(*s.store, e.digest));
+    ASSERT_EQ(o.derivation, Derivation::kMean2);
+    *merged = e.digest;
+  }
+}
+
+TEST_F(SyncTest, MergeWhoseSecondSourceIsAlreadyOnTheReceiver) {
+  Digest merged;
+  MakeMerge(a_, &merged);
+  SyncOptions o;
+  o.model = "p2";
+  ASSERT_OK(Run(*a_.remote, *b_.remote, o));
+  ASSERT_OK_AND_ASSIGN(SyncStats st, Run(*a_.remote, *b_.remote));
+  EXPECT_EQ(st.versions_sent, 2u);
+  ASSERT_OK_AND_ASSIGN(TensorObject got, LoadTensor(*b_.store, merged));
+  EXPECT_EQ(got.derivation, Derivation::kMean2);
+  ExpectSameVersions(a_, b_);
+  a_.ExpectConsistent("sender");
+  b_.ExpectConsistent("receiver");
+}
+
+TEST_F(SyncTest, MergeWhoseSecondParentWasRemovedOnTheSender) {
+  Digest merged;
+  MakeMerge(a_, &merged);
+  ASSERT_OK(a_.lin->RemoveVersion({"p2", "v1"}, true));
+  a_.ExpectConsistent("sender after the removal");
+  ASSERT_OK_AND_ASSIGN(SyncStats st, Run(*a_.remote, *b_.remote));
+  EXPECT_EQ(st.versions_sent, 2u);
+  ExpectSameVersions(a_, b_);
+  a_.ExpectConsistent("sender");
+  b_.ExpectConsistent("receiver");
+  // A forged record without the second source is refused.
+  Side c;
+  c.Create();
+  Relay relay(*a_.remote);
+  relay.on_tensor = [](const Digest&, TensorObject* o) { o->derived_from2 = Digest(); };
+  EXPECT_CODE(Run(relay, *c.remote), kCorruption);
+  c.ExpectConsistent("receiver of the forged merge");
 }
 
 }  // namespace
