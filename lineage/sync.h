@@ -5,10 +5,12 @@
 // holding the same name with the same content id has it (nothing moves, test
 // results merge). The same name with another content id is a clash: the
 // incoming version is stored as `<version>-<first 8 hex of its content id>`
-// (the full 32 hex if that is taken too), edges pointing at it are remapped,
-// and the rename is reported. A name of that form whose base name holds the
-// same content id on the receiver is recognised as that version, so a round
-// trip (push, then pull back) adds nothing.
+// (the full 32 hex if that is taken too; a long base is cut to keep the name
+// within 255 bytes), edges pointing at it are remapped, and the rename is
+// reported. The receiver settles the name under its writer lock (a
+// concurrent sync may take the planned one). A name of either form whose base
+// name holds the same content id on the receiver is recognised as that
+// version, so a round trip (push, then pull back) adds nothing.
 //
 // Order and atomicity: versions travel parents first; each one (its missing
 // frames, object records, reference counts and lineage records) commits in one
@@ -16,7 +18,9 @@
 // rerun skips them and moves only what is still missing.
 //
 // Not transferred: drafts; removals (a version removed on the sender stays on
-// the receiver; a tombstone edge travels as a tombstone).
+// the receiver; a tombstone edge travels as a tombstone, live again where the
+// receiver holds that parent with the same content id). A predecessor that
+// did not travel is dropped.
 #pragma once
 
 #include <cstdint>

@@ -84,11 +84,16 @@ echo "pull: 1 version back, $(json_get "$work/pull.json" frame_bytes) frame byte
 # kill -9 of a pull at random moments into an empty store: the receiver
 # stays consistent, and a rerun moves exactly the versions still missing.
 total=$(json_get "$work/pull.json" versions_selected)
+# Only a kill that leaves some but not all versions counts as mid-transfer; a
+# kill too early (nothing yet) or too late (all there) narrows the delay range
+# and tries again.
 mid=0
-for attempt in 1 2 3 4 5; do
+lo=0.02
+hi=0.6
+for attempt in $(seq 1 12); do
   rm -rf "$C"
   "$LFS" init "$C" >/dev/null
-  delay=$($PY -c "import random; print(round(random.uniform(0.02, 0.6), 3))")
+  delay=$($PY -c "import random,sys; print(round(random.uniform(float(sys.argv[1]), float(sys.argv[2])), 3))" "$lo" "$hi")
   "$LFS" pull "$C" "$A" >/dev/null 2>&1 &
   pid=$!
   sleep "$delay"
@@ -96,15 +101,24 @@ for attempt in 1 2 3 4 5; do
   wait "$pid" 2>/dev/null || true
   fsck_clean "$C"
   have=$($PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["versions"])' "$work/fsck.json")
-  [[ $have -lt $total ]] && mid=$((mid + 1))
+  if [[ $have -gt 0 && $have -lt $total ]]; then
+    mid=$((mid + 1))
+  elif [[ $have -eq 0 ]]; then
+    lo=$delay
+    hi=$($PY -c "import sys; print(max(float(sys.argv[1]), 2 * float(sys.argv[2])))" "$hi" "$delay")
+  else
+    hi=$delay
+    lo=$($PY -c "import sys; print(float(sys.argv[1]) / 2)" "$lo")
+  fi
   "$LFS" pull "$C" "$A" --json >"$work/resume.json"
   fsck_clean "$C"
   sent=$(json_get "$work/resume.json" versions_sent)
   [[ $((have + sent)) == "$total" ]] || fail "rerun sent $sent after $have of $total"
   echo "kill -9 after ${delay}s: C fsck clean with $have of $total versions;" \
     "the rerun sent $sent ($(json_get "$work/resume.json" frame_bytes) frame bytes); fsck clean"
+  if [[ $mid -ge 3 ]]; then break; fi
 done
-[[ $mid -gt 0 ]] || fail "no kill landed mid-transfer"
+[[ $mid -gt 0 ]] || fail "no kill landed mid-transfer (0 < versions < $total) in 12 tries"
 
 # Every version of A reads back bit-exactly from B and C.
 versions=$("$LFS" du "$A" --json | $PY -c '
