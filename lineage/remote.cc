@@ -324,6 +324,19 @@ Result<ApplyStats> StoreRemote::ApplyVersion(const VersionTransfer& t) {
         }
       }
       if (sum != f.size) return bad("its extents do not add up to its size");
+      // Tensor views (read by the mount) stay inside objects the file holds.
+      std::set<Digest> objects;
+      for (const auto& e : f.extents) {
+        if (e.kind == Extent::Kind::kTensor) objects.insert(e.digest);
+      }
+      for (const auto& tr : f.tensors) {
+        if (tr.object.empty()) continue;
+        if (!objects.count(tr.object)) return bad("a tensor view of an object it does not hold");
+        LFS_ASSIGN_OR_RETURN(const TensorObject* o, tensor_of(tr.object));
+        if (tr.object_offset > o->nbytes || tr.nbytes > o->nbytes - tr.object_offset) {
+          return bad("a tensor view reaches past its object");
+        }
+      }
     }
   }
   // Frames: verified one by one as they arrive, appended, made durable at Commit.

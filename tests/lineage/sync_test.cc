@@ -813,6 +813,12 @@ TEST_F(SyncTest, ForgedObjectRecordsAreRefused) {
          f->extents[0].object_offset += 1 << 20;
        },
        {}},
+      {"a tensor view past its object",
+       [](FileRecipe* f) {
+         ASSERT_FALSE(f->tensors.empty());
+         f->tensors.back().object_offset += 8;
+       },
+       {}},
       {"tensor chunks out of order",
        {},
        [](const Digest&, TensorObject* o) {
