@@ -3,6 +3,7 @@
 // kept (keep_cache, never direct_io: mmap must work). Draft files are spooled
 // by Drafts and ingested on close.
 #include <fcntl.h>
+#include <sys/uio.h>
 
 #include <cerrno>
 #include <cstring>
@@ -117,28 +118,54 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t, fuse
   }
 }
 
-int do_read(Daemon& d, FileHandle* h, size_t size, off_t off, std::vector<char>* buf, size_t* got) {
-  buf->resize(size);
+// Committed content replies straight from the chunk cache (an iovec per
+// cached range: no copy in the daemon); drafts and spools copy into buf.
+struct ReadReply {
+  std::vector<ByteRef> refs;
+  std::vector<char> buf;
+};
+
+// More ranges than this (a read across many tiny tensors) are gathered into
+// one buffer: writev takes at most IOV_MAX (1024) of them.
+constexpr size_t kMaxReplyRefs = 256;
+
+int do_read(Daemon& d, FileHandle* h, size_t size, off_t off, ReadReply* out) {
   Result<size_t> r = size_t{0};
-  if (h->writer) {
-    r = d.drafts->Read(h->writer, static_cast<uint64_t>(off), size, buf->data());
-  } else if (h->spool_reader) {
-    r = d.drafts->ReadSpooled(h->key, h->name, static_cast<uint64_t>(off), size, buf->data());
+  if (h->writer || h->spool_reader) {
+    out->buf.resize(size);
+    r = h->writer ? d.drafts->Read(h->writer, static_cast<uint64_t>(off), size, out->buf.data())
+                  : d.drafts->ReadSpooled(h->key, h->name, static_cast<uint64_t>(off), size,
+                                          out->buf.data());
+    if (r.ok()) out->buf.resize(*r);
   } else {
-    r = h->content->Read(static_cast<uint64_t>(off), size, buf->data());
+    r = h->content->ReadRefs(static_cast<uint64_t>(off), size, &out->refs);
+    if (r.ok() && out->refs.size() > kMaxReplyRefs) {
+      out->buf.resize(*r);
+      size_t at = 0;
+      for (const auto& ref : out->refs) {
+        std::memcpy(out->buf.data() + at, ref.data, ref.size);
+        at += ref.size;
+      }
+      out->refs.clear();
+    }
   }
   if (!r.ok()) return LogErrno("read", h->key.str() + "/" + h->name, r.status());
-  *got = *r;
   return 0;
 }
 void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
-  std::vector<char> buf;
-  size_t got = 0;
-  int err = do_read(*GetDaemon(req), H(fi), size, off, &buf, &got);
+  ReadReply out;
+  int err = do_read(*GetDaemon(req), H(fi), size, off, &out);
   if (err) {
     fuse_reply_err(req, err);
+  } else if (!out.refs.empty()) {
+    std::vector<iovec> iov(out.refs.size());
+    for (size_t i = 0; i < iov.size(); i++) {
+      iov[i].iov_base = const_cast<char*>(out.refs[i].data);
+      iov[i].iov_len = out.refs[i].size;
+    }
+    fuse_reply_iov(req, iov.data(), static_cast<int>(iov.size()));
   } else {
-    fuse_reply_buf(req, buf.data(), got);
+    fuse_reply_buf(req, out.buf.data(), out.buf.size());
   }
 }
 

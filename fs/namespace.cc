@@ -177,6 +177,40 @@ Result<size_t> FileContent::Read(uint64_t off, size_t n, char* out) const {
   return done;
 }
 
+Result<size_t> FileContent::ReadRefs(uint64_t off, size_t n, std::vector<ByteRef>* out) const {
+  if (off >= size_) return size_t{0};
+  n = static_cast<size_t>(std::min<uint64_t>(n, size_ - off));
+  size_t i =
+      static_cast<size_t>(std::upper_bound(starts_.begin(), starts_.end(), off) - starts_.begin()) -
+      1;
+  size_t done = 0;
+  while (done < n && i < segs_.size()) {
+    const Segment& s = segs_[i];
+    uint64_t in = off + done - starts_[i];
+    size_t take = static_cast<size_t>(std::min<uint64_t>(n - done, s.length - in));
+    size_t got = 0;
+    switch (s.kind) {
+      case Segment::Kind::kLiteral:
+        out->push_back({nullptr, s.literal.data() + in, take});
+        got = take;
+        break;
+      case Segment::Kind::kObject: {
+        LFS_ASSIGN_OR_RETURN(got,
+                             ObjectReader::TensorRefs(store_, *s.object, s.offset + in, take, out));
+        break;
+      }
+      case Segment::Kind::kRecipe: {
+        LFS_ASSIGN_OR_RETURN(got, s.recipe->ReadRefs(s.offset + in, take, out));
+        break;
+      }
+    }
+    if (got != take) return Status::Corruption("file content shorter than its segments say");
+    done += take;
+    i++;
+  }
+  return done;
+}
+
 // ---------------------------------------------------------------------------
 // VersionView: the immutable content of one version, built once.
 

@@ -67,6 +67,9 @@ class FileContent {
   FileContent(Store& store, std::vector<Segment> segs);
   uint64_t size() const { return size_; }
   Result<size_t> Read(uint64_t off, size_t n, char* out) const;
+  // The same bytes as references into the chunk cache (literals: into this
+  // object, null hold), appended to *out; returns their total.
+  Result<size_t> ReadRefs(uint64_t off, size_t n, std::vector<ByteRef>* out) const;
 
  private:
   Store& store_;

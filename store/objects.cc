@@ -325,8 +325,9 @@ namespace {
 // for 128 KiB-1 MiB at a time, so two ahead keep both cores busy).
 constexpr uint64_t kPrefetchChunks = 2;
 
-Result<size_t> ReadStoredBytes(Store& store, const TensorObject& t, uint64_t off, size_t n,
-                               char* out) {
+// [off, off+n) of a tensor's stored chunks (n already clipped to the tensor).
+Result<size_t> StoredRefs(Store& store, const TensorObject& t, uint64_t off, size_t n,
+                          std::vector<ByteRef>* out) {
   uint64_t last = (off + n + t.chunk_bytes - 1) / t.chunk_bytes;
   for (uint64_t ci = last; ci < last + kPrefetchChunks && ci < t.chunks.size(); ci++) {
     store.Prefetch(t.chunks[ci]);
@@ -340,10 +341,23 @@ Result<size_t> ReadStoredBytes(Store& store, const TensorObject& t, uint64_t off
     LFS_ASSIGN_OR_RETURN(auto chunk, store.ReadChunk(t.chunks[ci]));
     if (in_chunk >= chunk->size()) return Status::Corruption("tensor chunk shorter than expected");
     size_t take = std::min<size_t>(n - done, chunk->size() - in_chunk);
-    std::memcpy(out + done, chunk->data() + in_chunk, take);
+    const char* p = chunk->data() + in_chunk;
+    out->push_back({std::move(chunk), p, take});
     done += take;
   }
   return done;
+}
+
+Result<size_t> ReadStoredBytes(Store& store, const TensorObject& t, uint64_t off, size_t n,
+                               char* out) {
+  std::vector<ByteRef> refs;
+  LFS_ASSIGN_OR_RETURN(size_t got, StoredRefs(store, t, off, n, &refs));
+  size_t done = 0;
+  for (const auto& r : refs) {
+    std::memcpy(out + done, r.data, r.size);
+    done += r.size;
+  }
+  return got;
 }
 
 }  // namespace
@@ -480,6 +494,20 @@ Status PredictDerived(Store& store, const TensorObject& t, uint64_t off, size_t 
   return Status::OK();
 }
 
+Result<size_t> ObjectReader::TensorRefs(Store& store, const TensorObject& t, uint64_t off,
+                                        size_t n, std::vector<ByteRef>* out) {
+  if (off >= t.nbytes) return size_t{0};
+  n = static_cast<size_t>(std::min<uint64_t>(n, t.nbytes - off));
+  if (t.derivation == Derivation::kNone) return StoredRefs(store, t, off, n, out);
+  // Derived bytes are computed: one buffer of their own.
+  auto buf = std::make_shared<std::string>(n, '\0');
+  LFS_ASSIGN_OR_RETURN(size_t got, ReadTensor(store, t, off, n, buf->data()));
+  buf->resize(got);
+  const char* p = buf->data();
+  out->push_back({std::move(buf), p, got});
+  return got;
+}
+
 Result<std::shared_ptr<FileReader>> FileReader::Open(Store& store, const Digest& file) {
   LFS_ASSIGN_OR_RETURN(FileRecipe r, LoadFile(store, file));
   return std::make_shared<FileReader>(store, std::move(r));
@@ -529,6 +557,36 @@ Result<size_t> FileReader::ReadAt(uint64_t off, size_t n, char* out) const {
       LFS_ASSIGN_OR_RETURN(auto t, Tensor(e.digest));
       LFS_ASSIGN_OR_RETURN(size_t got, ObjectReader::ReadTensor(
                                            store_, *t, e.object_offset + in_ext, take, out + done));
+      if (got != take) return Status::Corruption("tensor object shorter than its file extent");
+    }
+    done += take;
+    i++;
+  }
+  return done;
+}
+
+Result<size_t> FileReader::ReadRefs(uint64_t off, size_t n, std::vector<ByteRef>* out) const {
+  if (off >= recipe_.size) return size_t{0};
+  n = static_cast<size_t>(std::min<uint64_t>(n, recipe_.size - off));
+  size_t done = 0;
+  size_t i =
+      static_cast<size_t>(std::upper_bound(starts_.begin(), starts_.end(), off) - starts_.begin()) -
+      1;
+  while (done < n && i < recipe_.extents.size()) {
+    const Extent& e = recipe_.extents[i];
+    uint64_t in_ext = off + done - starts_[i];
+    size_t take = static_cast<size_t>(std::min<uint64_t>(n - done, e.length - in_ext));
+    if (e.kind == Extent::Kind::kChunk) {
+      LFS_ASSIGN_OR_RETURN(auto chunk, store_.ReadChunk(e.digest));
+      if (e.object_offset > chunk->size() || in_ext + take > chunk->size() - e.object_offset) {
+        return Status::Corruption("file extent past the end of its chunk");
+      }
+      const char* p = chunk->data() + e.object_offset + in_ext;
+      out->push_back({std::move(chunk), p, take});
+    } else {
+      LFS_ASSIGN_OR_RETURN(auto t, Tensor(e.digest));
+      LFS_ASSIGN_OR_RETURN(size_t got,
+                           ObjectReader::TensorRefs(store_, *t, e.object_offset + in_ext, take, out));
       if (got != take) return Status::Corruption("tensor object shorter than its file extent");
     }
     done += take;

@@ -104,12 +104,24 @@ Result<TensorObject> LoadTensor(const Store& store, const Digest& d);
 Status AdjustFileRefs(WriteTxn& txn, const Digest& file, int64_t delta);
 Status AdjustTensorRefs(WriteTxn& txn, const Digest& tensor, int64_t delta);
 
+// Bytes in place: a range inside a cached chunk (or a buffer of their own),
+// kept alive by `hold`; a null hold means the reader itself owns the bytes.
+// Lets the mount reply straight from the chunk cache, without a copy.
+struct ByteRef {
+  std::shared_ptr<const std::string> hold;
+  const char* data = nullptr;
+  size_t size = 0;
+};
+
 // Random-access reader of an object's bytes through the chunk cache.
 class ObjectReader {
  public:
   // Reads [off, off+n) of a tensor object into out (n bytes, or fewer at EOF).
   static Result<size_t> ReadTensor(Store& store, const TensorObject& t, uint64_t off, size_t n,
                                    char* out);
+  // The same bytes as references appended to *out; returns their total.
+  static Result<size_t> TensorRefs(Store& store, const TensorObject& t, uint64_t off, size_t n,
+                                   std::vector<ByteRef>* out);
 };
 
 // Writes the prediction of bytes [off, off + n) of a derived tensor into out
@@ -131,6 +143,8 @@ class FileReader {
   const FileRecipe& recipe() const { return recipe_; }
   // Reads up to n bytes at off; returns bytes read (0 at EOF).
   Result<size_t> ReadAt(uint64_t off, size_t n, char* out) const;
+  // The same bytes as references appended to *out; returns their total.
+  Result<size_t> ReadRefs(uint64_t off, size_t n, std::vector<ByteRef>* out) const;
 
  private:
   Result<std::shared_ptr<const TensorObject>> Tensor(const Digest& d) const;

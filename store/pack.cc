@@ -46,7 +46,8 @@ std::string EncodeFrame(const FrameHeader& h, std::string_view payload) {
   return f;
 }
 
-Status DecodeFrame(std::string_view frame, FrameHeader* h, std::string_view* payload) {
+Status DecodeFrame(std::string_view frame, FrameHeader* h, std::string_view* payload,
+                   bool check_sum) {
   if (frame.size() < kFrameHeaderSize + kFrameTrailerSize) {
     return Status::Corruption("frame shorter than its header");
   }
@@ -70,7 +71,7 @@ Status DecodeFrame(std::string_view frame, FrameHeader* h, std::string_view* pay
   }
   uint64_t want;
   std::memcpy(&want, frame.data() + kFrameHeaderSize + h->payload_len, 8);
-  if (Hash64(frame.data(), kFrameHeaderSize + h->payload_len) != want) {
+  if (check_sum && Hash64(frame.data(), kFrameHeaderSize + h->payload_len) != want) {
     return Status::Corruption("frame checksum mismatch");
   }
   *payload = frame.substr(kFrameHeaderSize, h->payload_len);

@@ -34,7 +34,9 @@ struct FrameHeader {
 // Whole frame: header, payload, checksum.
 std::string EncodeFrame(const FrameHeader& h, std::string_view payload);
 // Parses and checks a whole frame (magic, lengths, checksum). On success
-// *payload points into frame.
-Status DecodeFrame(std::string_view frame, FrameHeader* h, std::string_view* payload);
+// *payload points into frame. A reader that verifies the decoded bytes
+// against their digest anyway may skip the checksum (check_sum = false).
+Status DecodeFrame(std::string_view frame, FrameHeader* h, std::string_view* payload,
+                   bool check_sum = true);
 
 }  // namespace lfs

@@ -141,6 +141,7 @@ class WriteBatch {
 
 struct CacheStats {
   uint64_t hits = 0, misses = 0, bytes = 0, capacity = 0;
+  uint64_t loads = 0;  // chunks read from packs and decoded (one per miss, at best)
 };
 
 struct GcOptions {
@@ -199,6 +200,8 @@ class Store {
  private:
   Store() = default;
   Result<std::shared_ptr<const std::string>> ReadChunkDepth(const Digest& d, int depth);
+  // Reads, decodes and verifies a chunk, then caches it (no in-flight check).
+  Result<std::shared_ptr<const std::string>> LoadChunk(const Digest& d, int depth);
   Result<std::shared_ptr<RandomAccessFile>> PackFile(uint64_t id) const;
   void ForgetPackFile(uint64_t id) const;
 
@@ -211,6 +214,8 @@ class Store {
   struct PackFiles;
   std::unique_ptr<PackFiles> packs_;
   std::unique_ptr<WorkerPool> workers_;
+  struct InFlight;
+  std::unique_ptr<InFlight> inflight_;
   struct Prefetcher;
   std::unique_ptr<Prefetcher> prefetcher_;
 };

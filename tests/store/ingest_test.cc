@@ -82,6 +82,18 @@ class IngestTest : public ::testing::Test {
     std::string out((*r)->size(), '\0');
     auto n = (*r)->ReadAt(0, out.size(), out.data());
     EXPECT_TRUE(n.ok() && *n == out.size());
+    // ReadRefs (the mount's copy-free path) gives the same bytes in any window.
+    std::mt19937 rng(7);
+    for (int i = 0; i < 20 && !out.empty(); i++) {
+      uint64_t off = rng() % out.size();
+      size_t len = std::min<size_t>(out.size() - off, rng() % (3 << 20));
+      std::vector<ByteRef> refs;
+      auto got = (*r)->ReadRefs(off, len, &refs);
+      EXPECT_TRUE(got.ok() && *got == len);
+      std::string joined;
+      for (const auto& ref : refs) joined.append(ref.data, ref.size);
+      EXPECT_EQ(joined, out.substr(off, len)) << "window " << off << "+" << len;
+    }
     return out;
   }
   Status TryReadAll(const Digest& file, std::string* out) {
