@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <sys/uio.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <vector>
@@ -22,6 +23,8 @@ struct FileHandle {
   lineage::VersionKey key;               // a draft file being written by someone else
   std::string name;
   bool spool_reader = false;
+  // Where the last read ended: reads near it are sequential and prefetch.
+  std::atomic<uint64_t> next_off{0};
 };
 
 FileHandle* H(fuse_file_info* fi) { return reinterpret_cast<FileHandle*>(fi->fh); }
@@ -125,6 +128,13 @@ struct ReadReply {
   std::vector<char> buf;
 };
 
+// A sequential reader gets this many chunks decoded ahead (both cores: the
+// prefetcher has two threads); a read far from the previous one gets none,
+// so random reads do not pay for decoding chunks nobody asks for. "Near":
+// the kernel's readahead requests arrive out of order, up to max_read apart.
+constexpr int kSequentialPrefetch = 4;
+constexpr uint64_t kSequentialWindow = 4 << 20;
+
 // More ranges than this (a read across many tiny tensors) are gathered into
 // one buffer: writev takes at most IOV_MAX (1024) of them.
 constexpr size_t kMaxReplyRefs = 256;
@@ -138,7 +148,10 @@ int do_read(Daemon& d, FileHandle* h, size_t size, off_t off, ReadReply* out) {
                                           out->buf.data());
     if (r.ok()) out->buf.resize(*r);
   } else {
-    r = h->content->ReadRefs(static_cast<uint64_t>(off), size, &out->refs);
+    uint64_t at = static_cast<uint64_t>(off);
+    uint64_t prev = h->next_off.exchange(at + size);
+    bool sequential = at == 0 || (at + kSequentialWindow >= prev && at <= prev + kSequentialWindow);
+    r = h->content->ReadRefs(at, size, sequential ? kSequentialPrefetch : 0, &out->refs);
     if (r.ok() && out->refs.size() > kMaxReplyRefs) {
       out->buf.resize(*r);
       size_t at = 0;

@@ -177,7 +177,8 @@ Result<size_t> FileContent::Read(uint64_t off, size_t n, char* out) const {
   return done;
 }
 
-Result<size_t> FileContent::ReadRefs(uint64_t off, size_t n, std::vector<ByteRef>* out) const {
+Result<size_t> FileContent::ReadRefs(uint64_t off, size_t n, int prefetch,
+                                     std::vector<ByteRef>* out) const {
   if (off >= size_) return size_t{0};
   n = static_cast<size_t>(std::min<uint64_t>(n, size_ - off));
   size_t i =
@@ -195,12 +196,12 @@ Result<size_t> FileContent::ReadRefs(uint64_t off, size_t n, std::vector<ByteRef
         got = take;
         break;
       case Segment::Kind::kObject: {
-        LFS_ASSIGN_OR_RETURN(got,
-                             ObjectReader::TensorRefs(store_, *s.object, s.offset + in, take, out));
+        LFS_ASSIGN_OR_RETURN(
+            got, ObjectReader::TensorRefs(store_, *s.object, s.offset + in, take, prefetch, out));
         break;
       }
       case Segment::Kind::kRecipe: {
-        LFS_ASSIGN_OR_RETURN(got, s.recipe->ReadRefs(s.offset + in, take, out));
+        LFS_ASSIGN_OR_RETURN(got, s.recipe->ReadRefs(s.offset + in, take, prefetch, out));
         break;
       }
     }

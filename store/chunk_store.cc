@@ -530,7 +530,7 @@ Result<std::shared_ptr<const std::string>> Store::LoadChunk(const Digest& d, int
   }
   if (!s.ok()) {
     return precise(s).Annotate("chunk " + d.Hex() + " at " + PackFileName(e.pack_id) + ":" +
-                      std::to_string(e.offset));
+                               std::to_string(e.offset));
   }
   std::shared_ptr<const std::string> result = std::move(out);
   cache_->Put(d, result);

@@ -326,10 +326,11 @@ namespace {
 constexpr uint64_t kPrefetchChunks = 2;
 
 // [off, off+n) of a tensor's stored chunks (n already clipped to the tensor).
-Result<size_t> StoredRefs(Store& store, const TensorObject& t, uint64_t off, size_t n,
+Result<size_t> StoredRefs(Store& store, const TensorObject& t, uint64_t off, size_t n, int prefetch,
                           std::vector<ByteRef>* out) {
   uint64_t last = (off + n + t.chunk_bytes - 1) / t.chunk_bytes;
-  for (uint64_t ci = last; ci < last + kPrefetchChunks && ci < t.chunks.size(); ci++) {
+  for (uint64_t ci = last;
+       ci < last + static_cast<uint64_t>(std::max(0, prefetch)) && ci < t.chunks.size(); ci++) {
     store.Prefetch(t.chunks[ci]);
   }
   size_t done = 0;
@@ -351,7 +352,7 @@ Result<size_t> StoredRefs(Store& store, const TensorObject& t, uint64_t off, siz
 Result<size_t> ReadStoredBytes(Store& store, const TensorObject& t, uint64_t off, size_t n,
                                char* out) {
   std::vector<ByteRef> refs;
-  LFS_ASSIGN_OR_RETURN(size_t got, StoredRefs(store, t, off, n, &refs));
+  LFS_ASSIGN_OR_RETURN(size_t got, StoredRefs(store, t, off, n, kPrefetchChunks, &refs));
   size_t done = 0;
   for (const auto& r : refs) {
     std::memcpy(out + done, r.data, r.size);
@@ -494,11 +495,11 @@ Status PredictDerived(Store& store, const TensorObject& t, uint64_t off, size_t 
   return Status::OK();
 }
 
-Result<size_t> ObjectReader::TensorRefs(Store& store, const TensorObject& t, uint64_t off,
-                                        size_t n, std::vector<ByteRef>* out) {
+Result<size_t> ObjectReader::TensorRefs(Store& store, const TensorObject& t, uint64_t off, size_t n,
+                                        int prefetch, std::vector<ByteRef>* out) {
   if (off >= t.nbytes) return size_t{0};
   n = static_cast<size_t>(std::min<uint64_t>(n, t.nbytes - off));
-  if (t.derivation == Derivation::kNone) return StoredRefs(store, t, off, n, out);
+  if (t.derivation == Derivation::kNone) return StoredRefs(store, t, off, n, prefetch, out);
   // Derived bytes are computed: one buffer of their own.
   auto buf = std::make_shared<std::string>(n, '\0');
   LFS_ASSIGN_OR_RETURN(size_t got, ReadTensor(store, t, off, n, buf->data()));
@@ -565,7 +566,8 @@ Result<size_t> FileReader::ReadAt(uint64_t off, size_t n, char* out) const {
   return done;
 }
 
-Result<size_t> FileReader::ReadRefs(uint64_t off, size_t n, std::vector<ByteRef>* out) const {
+Result<size_t> FileReader::ReadRefs(uint64_t off, size_t n, int prefetch,
+                                    std::vector<ByteRef>* out) const {
   if (off >= recipe_.size) return size_t{0};
   n = static_cast<size_t>(std::min<uint64_t>(n, recipe_.size - off));
   size_t done = 0;
@@ -585,8 +587,9 @@ Result<size_t> FileReader::ReadRefs(uint64_t off, size_t n, std::vector<ByteRef>
       out->push_back({std::move(chunk), p, take});
     } else {
       LFS_ASSIGN_OR_RETURN(auto t, Tensor(e.digest));
-      LFS_ASSIGN_OR_RETURN(size_t got,
-                           ObjectReader::TensorRefs(store_, *t, e.object_offset + in_ext, take, out));
+      LFS_ASSIGN_OR_RETURN(
+          size_t got,
+          ObjectReader::TensorRefs(store_, *t, e.object_offset + in_ext, take, prefetch, out));
       if (got != take) return Status::Corruption("tensor object shorter than its file extent");
     }
     done += take;

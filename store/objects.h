@@ -120,8 +120,10 @@ class ObjectReader {
   static Result<size_t> ReadTensor(Store& store, const TensorObject& t, uint64_t off, size_t n,
                                    char* out);
   // The same bytes as references appended to *out; returns their total.
+  // prefetch: chunks past the range to decode in the background (a
+  // sequential reader wants some; a random one wants none).
   static Result<size_t> TensorRefs(Store& store, const TensorObject& t, uint64_t off, size_t n,
-                                   std::vector<ByteRef>* out);
+                                   int prefetch, std::vector<ByteRef>* out);
 };
 
 // Writes the prediction of bytes [off, off + n) of a derived tensor into out
@@ -144,7 +146,7 @@ class FileReader {
   // Reads up to n bytes at off; returns bytes read (0 at EOF).
   Result<size_t> ReadAt(uint64_t off, size_t n, char* out) const;
   // The same bytes as references appended to *out; returns their total.
-  Result<size_t> ReadRefs(uint64_t off, size_t n, std::vector<ByteRef>* out) const;
+  Result<size_t> ReadRefs(uint64_t off, size_t n, int prefetch, std::vector<ByteRef>* out) const;
 
  private:
   Result<std::shared_ptr<const TensorObject>> Tensor(const Digest& d) const;

@@ -5,12 +5,13 @@
 #   scripts/bench/run.sh            default family (~2 GB; generated once, cached in
 #                                   $BENCH_DIR/family), about 20 min
 #   scripts/bench/run.sh --quick    small family, one repetition (CI), under 3 min
-#   options: --regen (regenerate the cached family), --keep (keep $BENCH_DIR/work)
+#   options: --regen (regenerate the cached family), --keep (keep $BENCH_DIR/work),
+#            --only family|readpath (one of the two parts; both by default)
 #   env: BENCH_DIR (/tmp/lfs-bench), BUILD_DIR (build), LINEAGEFS (the binary),
 #        LFS_BENCH_NO_BUILD=1 (never rebuild), BENCH_BORG_BEST (zstd,9),
 #        BENCH_ZSTD_FULL=1 (zstd -19 on whole files, no sampling: ~15 min more)
 #
-# Prints one table, writes $BENCH_DIR/results.json and $BENCH_DIR/bench.png
+# Prints two tables, writes $BENCH_DIR/results.json, $BENCH_DIR/readpath.json and $BENCH_DIR/bench.png
 # (BENCH_DIR defaults to /tmp/lfs-bench). Every timed step starts cold
 # (sync; echo 3 > /proc/sys/vm/drop_caches) when run as root, warm otherwise.
 # Exits non-zero only if a lineagefs step fails or a file read through the mount differs
@@ -72,13 +73,31 @@ cleanup() {
   local m
   if [[ -r /proc/mounts ]]; then
     while read -r _ m _; do
-      case $m in "$BENCH_DIR"/work/*) fusermount3 -uz "$m" 2>/dev/null || true ;; esac
+      case $m in "$BENCH_DIR"/work/* | "$BENCH_DIR"/readpath-work/*) fusermount3 -uz "$m" 2>/dev/null || true ;; esac
     done < /proc/mounts
   fi
 }
 trap cleanup EXIT
 trap 'cleanup; exit 130' INT TERM
 
+# Two parts in one go: bench.py (the family: storage, ingest, every checkpoint read,
+# first bytes) and readpath.py (one 1 GB checkpoint: sequential, random 4 KiB / 1 MiB,
+# delta-encoded child; 100k-entry tree metadata; daemon memory with 10k versions).
+# --only family|readpath runs one of them.
+only=
+args=()
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --only) only=$2; shift 2 ;;
+    --only=*) only=${1#--only=}; shift ;;
+    *) args+=("$1"); shift ;;
+  esac
+done
 rc=0
-/usr/bin/python3 "$ROOT/scripts/bench/bench.py" "$@" || rc=$?
+if [[ -z $only || $only == family ]]; then
+  /usr/bin/python3 "$ROOT/scripts/bench/bench.py" "${args[@]}" || rc=$?
+fi
+if [[ -z $only || $only == readpath ]]; then
+  /usr/bin/python3 "$ROOT/scripts/bench/readpath.py" "${args[@]}" || rc=$?
+fi
 exit $rc

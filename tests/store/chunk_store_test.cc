@@ -218,8 +218,7 @@ TEST_F(ChunkStoreTest, CorruptPackByteIsDetected) {
   EXPECT_TRUE(got.status().IsCorruption()) << got.status().ToString();
   // The read path skips the frame checksum while all is well, but names it
   // once the decoded bytes do not verify.
-  EXPECT_NE(got.status().ToString().find("checksum"), std::string::npos)
-      << got.status().ToString();
+  EXPECT_NE(got.status().ToString().find("checksum"), std::string::npos) << got.status().ToString();
   FsckReport rep;
   ASSERT_TRUE(Fsck(*store_, &rep, kChunkLevel).ok());
   EXPECT_FALSE(rep.ok());
