@@ -12,7 +12,7 @@ void RegisterMountCommand(CLI::App& app, int* rc) {
   c->add_option("MNT", mo->mountpoint, "mount point")->required();
   c->add_flag("-f,--foreground", mo->foreground, "stay in the foreground");
   c->add_option("-o", *opts,
-                "ro, allow_other, cache_mb=N, threads=N, read_ahead_kb=N, log_file=F, "
+                "ro, allow_other, shared, cache_mb=N, threads=N, read_ahead_kb=N, log_file=F, "
                 "log_level=L, debug, no_auto_unmount");
   c->callback([=] {
     fs::MountOptions m = *mo;

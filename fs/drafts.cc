@@ -167,6 +167,22 @@ Result<size_t> Drafts::Read(Handle* h, uint64_t off, size_t n, char* out) {
   return static_cast<size_t>(r);
 }
 
+uint64_t Drafts::HandleSize(Handle* h) {
+  std::lock_guard<std::mutex> l(h->spool->mu);
+  return h->spool->size;
+}
+
+Status Drafts::TruncateHandle(Handle* h, uint64_t size) {
+  Spool& s = *h->spool;
+  std::lock_guard<std::mutex> l(s.mu);
+  if (::ftruncate(s.fd, static_cast<off_t>(size)) != 0) {
+    return Status::FromErrno(errno, "truncate " + s.name);
+  }
+  s.size = size;
+  s.dirty = true;
+  return Status::OK();
+}
+
 Status Drafts::Fsync(Handle* h) {
   Spool& s = *h->spool;
   std::lock_guard<std::mutex> l(s.mu);

@@ -36,6 +36,9 @@ class Drafts {
                        bool truncate, bool exclusive);
   Result<size_t> Write(Handle* h, uint64_t off, const char* data, size_t n);
   Result<size_t> Read(Handle* h, uint64_t off, size_t n, char* out);
+  // Current size of the file behind an open handle (also once unlinked).
+  uint64_t HandleSize(Handle* h);
+  Status TruncateHandle(Handle* h, uint64_t size);
   Status Fsync(Handle* h);
   // A close(2) of a writer: ingests what was written so far into the draft.
   Status Flush(Handle* h);

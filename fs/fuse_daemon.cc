@@ -37,6 +37,8 @@ bool ParseMountOptions(const std::string& opts, MountOptions* o, std::string* er
         o->read_only = false;
       else if (key == "allow_other")
         o->allow_other = true;
+      else if (key == "shared")
+        o->shared = true;
       else if (key == "auto_unmount")
         o->auto_unmount = true;
       else if (key == "no_auto_unmount")
@@ -113,6 +115,7 @@ Status OpenAll(Daemon& d) {
   Namespace::Options no;
   no.uid = d.uid;
   no.gid = d.gid;
+  no.shared = d.opts.shared;
   d.ns = std::make_unique<Namespace>(*d.store, *d.lineage, no);
   d.drafts = std::make_unique<Drafts>(*d.store, *d.lineage, d.ns.get());
   d.ns->SetDrafts(d.drafts.get());

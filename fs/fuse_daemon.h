@@ -11,6 +11,7 @@ struct MountOptions {
   bool foreground = false;
   bool read_only = false;    // refuse every write (drafts too)
   bool allow_other = false;  // other users may enter; default_permissions then applies
+  bool shared = false;       // root and model folders 01777: others may add drafts of their own
   bool auto_unmount = true;  // a dead daemon leaves no stale mount
   size_t cache_mb = 256;     // decoded-chunk cache
   int threads = 8;           // max idle worker threads

@@ -25,7 +25,25 @@ struct FileHandle {
   bool spool_reader = false;
   // Where the last read ended: reads near it are sequential and prefetch.
   std::atomic<uint64_t> next_off{0};
+  fuse_ino_t ino = 0;
+  Attr attr;  // at open: owner, mode, mtime for OpenFileAttr
 };
+
+void Register(Daemon& d, fuse_ino_t ino, FileHandle* h) {
+  h->ino = ino;
+  std::lock_guard<std::mutex> l(d.open_mu);
+  d.open_files.emplace(ino, h);
+}
+void Unregister(Daemon& d, FileHandle* h) {
+  std::lock_guard<std::mutex> l(d.open_mu);
+  auto [b, e] = d.open_files.equal_range(h->ino);
+  for (auto it = b; it != e; ++it) {
+    if (it->second == h) {
+      d.open_files.erase(it);
+      return;
+    }
+  }
+}
 
 FileHandle* H(fuse_file_info* fi) { return reinterpret_cast<FileHandle*>(fi->fh); }
 
@@ -53,6 +71,7 @@ int do_open(Daemon& d, fuse_ino_t ino, fuse_file_info* fi) {
   auto w = d.ns->Locate(*p);
   if (!w.ok()) return LogErrno("open", *p, w.status());
   auto h = std::make_unique<FileHandle>();
+  if (auto a = d.ns->GetAttr(*p); a.ok()) h->attr = *a;
   int acc = fi->flags & O_ACCMODE;
   if (acc != O_RDONLY || (fi->flags & O_TRUNC)) {
     if (w->kind != NodeKind::kOriginal || w->committed) {
@@ -71,6 +90,7 @@ int do_open(Daemon& d, fuse_ino_t ino, fuse_file_info* fi) {
     fi->keep_cache = w->committed;  // immutable: the page cache stays valid
   }
   fi->direct_io = 0;
+  Register(d, ino, h.get());
   fi->fh = reinterpret_cast<uint64_t>(h.release());
   return 0;
 }
@@ -108,6 +128,8 @@ int do_create(Daemon& d, fuse_ino_t parent, const char* name, fuse_file_info* fi
     (void)d.drafts->Release(h->writer);
     return err;
   }
+  if (auto a = d.ns->GetAttr(JoinPath(*dir, name)); a.ok()) h->attr = *a;
+  Register(d, e->ino, h.get());
   fi->fh = reinterpret_cast<uint64_t>(h.release());
   return 0;
 }
@@ -221,6 +243,7 @@ void op_fsync(fuse_req_t req, fuse_ino_t, int, fuse_file_info* fi) {
 void op_release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
   Daemon& d = *GetDaemon(req);
   FileHandle* h = H(fi);
+  Unregister(d, h);
   if (h->writer) {
     Status s = d.drafts->Release(h->writer);
     if (!s.ok()) (void)LogErrno("release", h->key.str() + "/" + h->name, s);
@@ -230,6 +253,37 @@ void op_release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
 }
 
 }  // namespace
+
+bool OpenFileAttr(Daemon& d, fuse_ino_t ino, Attr* a) {
+  std::lock_guard<std::mutex> l(d.open_mu);
+  auto it = d.open_files.find(ino);
+  if (it == d.open_files.end()) return false;
+  auto* h = static_cast<FileHandle*>(it->second);
+  *a = h->attr;
+  a->ino = ino;
+  a->nlink = 0;
+  a->immutable = false;
+  if (h->writer) {
+    a->size = d.drafts->HandleSize(h->writer);
+  } else if (h->content) {
+    a->size = h->content->size();
+  } else if (auto s = d.drafts->SpooledSize(h->key, h->name)) {
+    a->size = *s;
+  }
+  return true;
+}
+
+int TruncateOpenFile(Daemon& d, fuse_ino_t ino, uint64_t size) {
+  std::lock_guard<std::mutex> l(d.open_mu);
+  auto [b, e] = d.open_files.equal_range(ino);
+  for (auto it = b; it != e; ++it) {
+    auto* h = static_cast<FileHandle*>(it->second);
+    if (!h->writer) continue;
+    Status s = d.drafts->TruncateHandle(h->writer, size);
+    return s.ok() ? 0 : LogErrno("truncate", h->key.str() + "/" + h->name, s);
+  }
+  return ENOENT;
+}
 
 void AddFileOps(fuse_lowlevel_ops* ops) {
   ops->open = op_open;

@@ -15,7 +15,7 @@ std::string JoinPath(const std::string& dir, const std::string& name) {
   return dir == "/" ? "/" + name : dir + "/" + name;
 }
 
-void FillStat(const Daemon& d, const Attr& a, struct stat* st) {
+void FillStat(const Attr& a, struct stat* st) {
   std::memset(st, 0, sizeof *st);
   st->st_ino = a.ino;
   st->st_mode = a.mode;
@@ -23,8 +23,8 @@ void FillStat(const Daemon& d, const Attr& a, struct stat* st) {
   st->st_size = static_cast<off_t>(a.size);
   st->st_blocks = static_cast<blkcnt_t>((a.size + 511) / 512);
   st->st_blksize = 1 << 20;
-  st->st_uid = d.uid;
-  st->st_gid = d.gid;
+  st->st_uid = a.uid;
+  st->st_gid = a.gid;
   st->st_mtim.tv_sec = a.mtime_ns / 1000000000;
   st->st_mtim.tv_nsec = a.mtime_ns % 1000000000;
   st->st_ctim = st->st_mtim;
@@ -65,7 +65,7 @@ int LookupEntry(Daemon& d, const std::string& path, fuse_entry_param* e) {
   std::memset(e, 0, sizeof *e);
   e->ino = a->ino;
   e->generation = 1;
-  FillStat(d, *a, &e->attr);
+  FillStat(*a, &e->attr);
   double t = a->immutable ? kImmutableTimeout : (S_ISDIR(a->mode) ? kMutableTimeout : 0.0);
   e->attr_timeout = t;
   e->entry_timeout = t;
@@ -104,8 +104,16 @@ int do_getattr(Daemon& d, fuse_ino_t ino, struct stat* st, double* timeout) {
   auto p = PathOf(d, ino);
   if (!p.ok()) return ESTALE;
   auto a = AttrOf(d, *p);
-  if (!a.ok()) return LogErrno("getattr", *p, a.status());
-  FillStat(d, *a, st);
+  if (!a.ok()) {
+    Attr open_attr;
+    if (a.status().IsNotFound() && OpenFileAttr(d, ino, &open_attr)) {
+      FillStat(open_attr, st);
+      *timeout = 0;
+      return 0;
+    }
+    return LogErrno("getattr", *p, a.status());
+  }
+  FillStat(*a, st);
   *timeout = a->immutable ? kImmutableTimeout : (S_ISDIR(a->mode) ? kMutableTimeout : 0.0);
   return 0;
 }

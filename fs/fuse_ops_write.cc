@@ -78,7 +78,8 @@ Status SetParentAt(Daemon& d, const VersionKey& key, size_t index, const Version
   return d.lineage->SetParents(key, ps);
 }
 
-int do_mkdir(Daemon& d, fuse_ino_t parent, const char* name, fuse_entry_param* e) {
+int do_mkdir(Daemon& d, const fuse_ctx& who, fuse_ino_t parent, const char* name,
+             fuse_entry_param* e) {
   auto dir = PathOf(d, parent);
   if (!dir.ok()) return ESTALE;
   std::string path = JoinPath(*dir, name);
@@ -91,19 +92,22 @@ int do_mkdir(Daemon& d, fuse_ino_t parent, const char* name, fuse_entry_param* e
   } else if (w->kind == NodeKind::kModel) {
     lineage::Lineage::DraftOptions o;
     o.name = name;
+    o.owner = {who.uid, who.gid};  // the draft is theirs (see Version::owner)
     auto v = d.lineage->CreateDraft(w->model, o);
     s = v.ok() ? Status::OK() : v.status();
   } else if (w->committed) {
     s = Status::ReadOnly(*dir + " is committed");
   } else {
-    s = Status::Permission("versions hold a flat set of files: no folders inside " + *dir);
+    // EPERM (LAYOUT.md), as for mknod and link: the operation is refused, not the caller.
+    (void)LogErrno("mkdir", path, Status::Unsupported("no folders inside a version: " + *dir));
+    return EPERM;
   }
   if (!s.ok()) return LogErrno("mkdir", path, s);
   return LookupEntry(d, path, e);
 }
 void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t) {
   fuse_entry_param e;
-  int err = do_mkdir(*GetDaemon(req), parent, name, &e);
+  int err = do_mkdir(*GetDaemon(req), *fuse_req_ctx(req), parent, name, &e);
   if (err) {
     fuse_reply_err(req, err);
   } else {
@@ -234,6 +238,18 @@ int do_setattr(Daemon& d, fuse_ino_t ino, struct stat* attr, int to_set, fuse_fi
   auto p = PathOf(d, ino);
   if (!p.ok()) return ESTALE;
   auto w = d.ns->Locate(*p);
+  Attr open_attr;
+  if (!w.ok() && w.status().IsNotFound() && OpenFileAttr(d, ino, &open_attr)) {
+    // Unlinked while open: ftruncate still works on the descriptor.
+    if (to_set & FUSE_SET_ATTR_SIZE) {
+      int err = TruncateOpenFile(d, ino, static_cast<uint64_t>(attr->st_size));
+      if (err) return err;
+    }
+    (void)OpenFileAttr(d, ino, &open_attr);
+    FillStat(open_attr, out);
+    *timeout = 0;
+    return 0;
+  }
   if (!w.ok()) return LogErrno("setattr", *p, w.status());
   bool in_draft =
       !w->committed && (w->kind == NodeKind::kOriginal || w->kind == NodeKind::kVersion);
@@ -252,7 +268,7 @@ int do_setattr(Daemon& d, fuse_ino_t ino, struct stat* attr, int to_set, fuse_fi
   // version's files take their times from the version (cp -a must not fail).
   auto a = d.ns->GetAttr(*p);
   if (!a.ok()) return LogErrno("setattr", *p, a.status());
-  FillStat(d, *a, out);
+  FillStat(*a, out);
   *timeout = 0;
   return 0;
 }

@@ -604,10 +604,19 @@ Attr Namespace::MakeAttr(const std::string& path, const Node& n) {
   a.ino = InoOf(path);
   a.mtime_ns = n.mtime_ns;
   a.immutable = n.immutable;
+  a.uid = opts_.uid;
+  a.gid = opts_.gid;
+  // A draft and what is in it belong to whoever made it through the mount
+  // (default_permissions then keeps other users out); committed content is
+  // read-only and the mounting user's.
+  if (n.view && !n.view->v.committed() && n.view->v.owner) {
+    a.uid = n.view->v.owner->first;
+    a.gid = n.view->v.owner->second;
+  }
   bool writable_dir = !n.immutable;
   switch (n.kind) {
     case NodeKind::kRoot:
-    case NodeKind::kModel: a.mode = S_IFDIR | 0755; break;
+    case NodeKind::kModel: a.mode = S_IFDIR | (opts_.shared ? 01777 : 0755); break;
     case NodeKind::kVersion: a.mode = S_IFDIR | (writable_dir ? 0755 : 0555); break;
     case NodeKind::kTensorDir:
     case NodeKind::kViewsDir:

@@ -45,6 +45,8 @@ struct Attr {
   uint32_t nlink = 1;
   int64_t mtime_ns = 0;
   bool immutable = false;  // committed content: long kernel cache timeouts
+  uid_t uid = 0;
+  gid_t gid = 0;
 };
 
 struct DirEntry {
@@ -86,8 +88,11 @@ class Namespace {
  public:
   struct Options {
     size_t max_cached_versions = 256;
-    uid_t uid = 0;
+    uid_t uid = 0;  // the mounting user: owns everything but others' drafts
     gid_t gid = 0;
+    // The root and model folders are 01777 (like /tmp): with allow_other,
+    // other users may add models and drafts, which are then theirs.
+    bool shared = false;
   };
   Namespace(Store& store, lineage::Lineage& lin, Options opts);
   ~Namespace();

@@ -185,6 +185,7 @@ std::string EncodeVersion(const Version& v) {
   j["created_ns"] = v.created_ns;
   j["committed_ns"] = v.committed_ns;
   j["author"] = v.author;
+  if (v.owner) j["owner"] = {v.owner->first, v.owner->second};
   j["message"] = v.message;
   j["metadata"] = json::parse(v.metadata_json, nullptr, false);
   if (j["metadata"].is_discarded()) j["metadata"] = json::object();
@@ -233,6 +234,15 @@ Result<Version> DecodeVersion(std::string_view s) {
     v.created_ns = IntAt(j, "created_ns");
     v.committed_ns = IntAt(j, "committed_ns");
     v.author = j.at("author").get<std::string>();
+    if (j.contains("owner")) {  // absent in records written before owners were kept
+      const json& o = j.at("owner");
+      if (!o.is_array() || o.size() != 2 || !o[0].is_number_unsigned() ||
+          !o[1].is_number_unsigned() || o[0].get<uint64_t>() > UINT32_MAX ||
+          o[1].get<uint64_t>() > UINT32_MAX) {
+        return Status::Corruption("malformed version record: owner is not [uid, gid]");
+      }
+      v.owner = {o[0].get<uint32_t>(), o[1].get<uint32_t>()};
+    }
     v.message = j.at("message").get<std::string>();
     v.metadata_json = j.at("metadata").dump();
     v.seq = UintAt(j, "seq");
@@ -511,6 +521,7 @@ Result<Version> Lineage::CreateDraft(const std::string& model, const DraftOption
     LFS_RETURN_IF_ERROR(CheckParents(txn, v.key, opts.parents));
     v.created_ns = NowNs();
     v.author = opts.author;
+    v.owner = opts.owner;
     v.message = opts.message;
     v.metadata_json = opts.metadata_json;
     if (opts.predecessor) {

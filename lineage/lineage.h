@@ -8,6 +8,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "store/ingest.h"
@@ -61,6 +62,9 @@ struct Version {
   std::string author;
   std::string message;
   std::string metadata_json = "{}";  // free-form: metrics, recipe command, test results
+  // Who made a draft through a mount (uid, gid); the mount shows the draft
+  // and its files as theirs until the commit. Unset: the mounting user's.
+  std::optional<std::pair<uint32_t, uint32_t>> owner;
   std::vector<ParentEdge> parents;
   std::optional<std::string> predecessor;  // previous version of the same model
   std::map<std::string, FileEntry> files;
@@ -112,7 +116,8 @@ class Lineage {
     std::string author, message;
     std::vector<ParentSpec> parents;
     std::string metadata_json = "{}";
-    bool create_model = false;  // create the model when missing
+    std::optional<std::pair<uint32_t, uint32_t>> owner;  // uid, gid (see Version::owner)
+    bool create_model = false;                           // create the model when missing
     // Default: the model's newest version. A rebuild names the version it replaces.
     std::optional<std::string> predecessor;
   };

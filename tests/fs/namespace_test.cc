@@ -821,6 +821,81 @@ TEST_F(NamespaceTest, DraftsShowTheirFilesOnly) {
   EXPECT_EQ(l, "v1");
 }
 
+// A draft made through a mount is its maker's (so default_permissions keeps
+// other users out of it); committed content is the mounting user's, read-only.
+TEST_F(NamespaceTest, DraftOwnersAndModes) {
+  Namespace::Options no;
+  no.uid = 1000;
+  no.gid = 1001;
+  ns_ = std::make_unique<Namespace>(*store_, *lin_, no);
+  Lineage::DraftOptions o;
+  o.create_model = true;
+  o.owner = std::make_pair(uint32_t{4242}, uint32_t{4343});
+  ASSERT_OK_AND_ASSIGN(Version d, lin_->CreateDraft("wip", o));
+  ASSERT_OK(lin_->AddFile(d.key, "a.txt", formats::MemoryAccess("hello")));
+  ASSERT_OK_AND_ASSIGN(Version back, lin_->GetVersion(d.key));
+  ASSERT_TRUE(back.owner.has_value());
+  EXPECT_EQ(back.owner->first, 4242u);
+  EXPECT_EQ(back.owner->second, 4343u);
+  for (const char* p : {"/wip/v1", "/wip/v1/a.txt"}) {
+    ASSERT_OK_AND_ASSIGN(Attr a, ns_->GetAttr(p));
+    EXPECT_EQ(a.uid, 4242u) << p;
+    EXPECT_EQ(a.gid, 4343u) << p;
+  }
+  ASSERT_OK_AND_ASSIGN(Attr ma, ns_->GetAttr("/wip"));
+  EXPECT_EQ(ma.uid, 1000u);
+  EXPECT_EQ(ma.mode & 07777, 0755u);
+  // A draft made without an owner (the CLI) is the mounting user's.
+  Lineage::DraftOptions o2;
+  o2.name = "v2";
+  ASSERT_OK(lin_->CreateDraft("wip", o2));
+  ASSERT_OK_AND_ASSIGN(Attr a2, ns_->GetAttr("/wip/v2"));
+  EXPECT_EQ(a2.uid, 1000u);
+  EXPECT_EQ(a2.gid, 1001u);
+  // Committed: the mounting user's, 0555 folders and 0444 files.
+  ASSERT_OK(lin_->Commit(d.key));
+  ASSERT_OK_AND_ASSIGN(auto all, ns_->ReadDir("/wip/v1"));
+  ASSERT_OK_AND_ASSIGN(Attr va, ns_->GetAttr("/wip/v1"));
+  all.push_back({".", va});
+  for (const auto& e : all) {
+    EXPECT_EQ(e.attr.uid, 1000u) << e.name;
+    EXPECT_EQ(e.attr.gid, 1001u) << e.name;
+    if (S_ISDIR(e.attr.mode)) {
+      EXPECT_EQ(e.attr.mode & 07777, 0555u) << e.name;
+    } else if (S_ISREG(e.attr.mode)) {
+      EXPECT_EQ(e.attr.mode & 07777, 0444u) << e.name;
+    }
+  }
+  // -o shared: root and model folders are sticky and world-writable.
+  no.shared = true;
+  ns_ = std::make_unique<Namespace>(*store_, *lin_, no);
+  ASSERT_OK_AND_ASSIGN(Attr ra, ns_->GetAttr("/"));
+  EXPECT_EQ(ra.mode & 07777, 01777u);
+  ASSERT_OK_AND_ASSIGN(ma, ns_->GetAttr("/wip"));
+  EXPECT_EQ(ma.mode & 07777, 01777u);
+}
+
+// A damaged owner field is Corruption, never a wrapped-around uid.
+TEST(VersionRecordTest, OwnerMustBeTwoSmallUnsigned) {
+  Version v;
+  v.key = {"m", "v1"};
+  v.owner = std::make_pair(uint32_t{7}, uint32_t{8});
+  std::string rec = lineage::EncodeVersion(v);
+  ASSERT_OK_AND_ASSIGN(Version back, lineage::DecodeVersion(rec));
+  ASSERT_TRUE(back.owner.has_value());
+  EXPECT_EQ(*back.owner, std::make_pair(uint32_t{7}, uint32_t{8}));
+  for (const char* bad : {"[7]", "[-1,8]", "[4294967296,8]", "[7.5,8]", "\"root\"", "[7,8,9]"}) {
+    std::string r = rec;
+    size_t at = r.find("[7,8]");
+    ASSERT_NE(at, std::string::npos) << r;
+    r.replace(at, 5, bad);
+    EXPECT_CODE(lineage::DecodeVersion(r), kCorruption) << bad;
+  }
+  v.owner.reset();
+  ASSERT_OK_AND_ASSIGN(back, lineage::DecodeVersion(lineage::EncodeVersion(v)));
+  EXPECT_FALSE(back.owner.has_value());
+}
+
 // ---------------------------------------------------------------------------
 // Defects found while writing these tests (see the report). They fail until
 // the library is fixed.
