@@ -412,12 +412,25 @@ void RegisterStoreCommands(CLI::App& app, int* rc) {
       if (!models.ok()) return void(*rc = Fail(models.status()));
       uint64_t versions = 0;
       for (const auto& m : *models) {
-        auto vs = o->lineage->ListVersions(m);
-        if (!vs.ok()) {
-          rep.errors.push_back("model " + m + ": " + vs.status().ToString());
+        auto model = o->lineage->GetModel(m);
+        if (!model.ok()) {
+          rep.errors.push_back("model " + m + ": " + model.status().ToString());
+          damaged.push_back(m);
           continue;
         }
-        for (const auto& v : *vs) {
+        // One version at a time: a damaged record names its version and
+        // leaves the others checked.
+        std::vector<lineage::Version> vs;
+        for (const auto& vn : model->versions) {
+          auto v = o->lineage->GetVersion({m, vn});
+          if (!v.ok()) {
+            rep.errors.push_back(m + "/" + vn + ": " + v.status().ToString());
+            damaged.push_back(m + "/" + vn);
+            continue;
+          }
+          vs.push_back(std::move(*v));
+        }
+        for (const auto& v : vs) {
           versions++;
           for (const auto& [name, fe] : v.files) {
             auto f = LoadFile(*o->store, fe.digest);

@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # lineagefs reliability suite: crash loop (kill -9 of import, gc and the
-# daemon), libFuzzer targets, hostile names and resource attacks.
+# daemon), libFuzzer targets, hostile names and resource attacks, bit-rot of
+# the index and packs, POSIX parity with ext4, permissions (throwaway users),
+# load (16 readers + a writer), daemon death while mounted.
 #
 #   scripts/reliability.sh [--ci] [--seed N] [--lineagefs PATH] [--work DIR]
-#                          [--skip crash,fuzz,hostile] [--rebuild]
+#                          [--skip crash,fuzz,hostile,bitrot,posix,perms,load,death]
+#                          [--rebuild]
 #
 #   --ci    < 10 minutes (with build-fuzz already built): 20 crash iterations,
-#           15 s per fuzz target, every hostile input
-#   full    200 crash iterations, 60 s per fuzz target, every hostile input
+#           15 s per fuzz target, every hostile input, 60 bit-rot trials,
+#           20 s of load; parity, permissions and daemon death in full
+#   full    200 crash iterations, 60 s per fuzz target, every hostile input,
+#           300 bit-rot trials, 60 s of load
 #
 # Needs: build/cli/lineagefs (`cmake --build build --target lineagefs -j1`;
 # --rebuild does it), clang for the fuzzers (build-fuzz, configured by
@@ -33,7 +38,7 @@ while [ $# -gt 0 ]; do
     --work) WORK="$2"; shift 2 ;;
     --skip) SKIP="$2"; shift 2 ;;
     --rebuild) REBUILD=1; shift ;;
-    -h|--help) sed -n 2,18p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,22p "$0"; exit 0 ;;
     *) echo "reliability.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -68,15 +73,24 @@ run_step() {  # name, log, command...
 
 if [ "$CI" = 1 ]; then
   CRASH_ARGS=(--ci); FUZZ_ARGS=(--ci); HOSTILE_ARGS=(--walk-seconds 180 --deep-walk-seconds 45)
+  BITROT_ARGS=(--ci); LOAD_ARGS=(--seconds 20)
 else
   CRASH_ARGS=(); FUZZ_ARGS=(--seconds 60); HOSTILE_ARGS=()
+  BITROT_ARGS=(--trials 300); LOAD_ARGS=(--seconds 60)
 fi
+E2E="$ROOT/tests/e2e"
 
 skip crash || run_step crash "$WORK/crash.log" /usr/bin/python3 "$R/crash_loop.py" "${CRASH_ARGS[@]}" \
   --seed "$SEED" --lineagefs "$LFS" --work "$WORK/crash"
 skip fuzz || run_step fuzz "$WORK/fuzz.log" bash "$R/fuzz.sh" "${FUZZ_ARGS[@]}" --work "$WORK/fuzz"
 skip hostile || run_step hostile "$WORK/hostile.log" /usr/bin/python3 "$R/hostile.py" "${HOSTILE_ARGS[@]}" \
   --lineagefs "$LFS" --work "$WORK/hostile"
+skip bitrot || run_step bitrot "$WORK/bitrot.log" /usr/bin/python3 "$R/bitrot.py" "${BITROT_ARGS[@]}" \
+  --seed "$SEED" --lineagefs "$LFS"
+skip posix || run_step posix "$WORK/posix.log" /usr/bin/python3 "$E2E/posix_parity.py" -v --lineagefs "$LFS"
+skip perms || run_step perms "$WORK/perms.log" /usr/bin/python3 "$E2E/permissions_e2e.py" --lineagefs "$LFS"
+skip load || run_step load "$WORK/load.log" /usr/bin/python3 "$E2E/load_e2e.py" "${LOAD_ARGS[@]}" --lineagefs "$LFS"
+skip death || run_step death "$WORK/death.log" /usr/bin/python3 "$E2E/daemon_death_e2e.py" --lineagefs "$LFS"
 
 echo
 echo "================ reliability summary ($( [ "$CI" = 1 ] && echo ci || echo full ), seed $SEED, $(( $(date +%s) - t0 ))s) ================"
@@ -101,8 +115,27 @@ if ! skip hostile; then
        "$(echo "$h" | grep -o 'failed=[0-9]*' | cut -d= -f2) failed"
   sed -n '/^failures:/,/^HOSTILE/p' "$WORK/hostile.log" | grep '^  - ' | sed 's/^  - /  failed: /'
 fi
+if ! skip bitrot; then
+  b=$(grep '^BITROT ' "$WORK/bitrot.log" | tail -1)
+  echo "bit-rot: ${b#BITROT }"
+fi
+if ! skip posix; then
+  x=$(grep '^POSIX ' "$WORK/posix.log" | tail -1)
+  echo "POSIX parity vs $(grep -o 'reference file system: [a-z0-9]*' "$WORK/posix.log" | head -1 | cut -d' ' -f4): ${x#POSIX }"
+fi
+if ! skip perms; then
+  x=$(grep '^PERMISSIONS ' "$WORK/perms.log" | tail -1)
+  echo "permissions: ${x#PERMISSIONS }"
+fi
+if ! skip load; then
+  x=$(grep '^LOAD ' "$WORK/load.log" | tail -1)
+  echo "load: ${x#LOAD }"
+fi
+if ! skip death; then
+  echo "daemon death: $(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$WORK/death.log" | tail -1)"
+fi
 tp=0; tf=0
-for k in crash fuzz hostile; do
+for k in crash fuzz hostile bitrot posix perms load death; do
   skip "$k" && continue
   echo "  $k: ${P[$k]} passed, ${F[$k]} failed"
   tp=$((tp + P[$k])); tf=$((tf + F[$k]))
