@@ -248,6 +248,14 @@ std::vector<std::string> Drafts::SpooledNames(const VersionKey& key) {
   return out;
 }
 
+Result<Drafts::Handle*> Drafts::OpenReader(const VersionKey& key, const std::string& name) {
+  auto s = Find(key, name);
+  if (!s) return Status::NotFound(key.str() + "/" + name + " is not being written");
+  return new Handle{s};
+}
+
+void Drafts::CloseReader(Handle* h) { delete h; }
+
 Result<size_t> Drafts::ReadSpooled(const VersionKey& key, const std::string& name, uint64_t off,
                                    size_t n, char* out) {
   auto s = Find(key, name);

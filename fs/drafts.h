@@ -48,6 +48,12 @@ class Drafts {
   // Size of a file being written (nullopt when not spooled).
   std::optional<uint64_t> SpooledSize(const lineage::VersionKey& key, const std::string& name);
   std::vector<std::string> SpooledNames(const lineage::VersionKey& key);
+  // A read-only handle on a file being written: it keeps the spool (and its
+  // bytes) even when the last writer releases it meanwhile, so a reader
+  // never sees ENOENT on an open descriptor. Read() and HandleSize() take it;
+  // CloseReader() frees it. NotFound when the file is no longer spooled.
+  Result<Handle*> OpenReader(const lineage::VersionKey& key, const std::string& name);
+  void CloseReader(Handle* h);
   // Reads a spooled file (readers see written bytes before the close).
   Result<size_t> ReadSpooled(const lineage::VersionKey& key, const std::string& name, uint64_t off,
                              size_t n, char* out);

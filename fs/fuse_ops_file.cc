@@ -20,9 +20,9 @@ namespace {
 struct FileHandle {
   std::shared_ptr<FileContent> content;  // committed or ingested bytes
   Drafts::Handle* writer = nullptr;      // a draft file opened for writing
-  lineage::VersionKey key;               // a draft file being written by someone else
+  Drafts::Handle* reader = nullptr;      // a draft file being written by someone else
+  lineage::VersionKey key;
   std::string name;
-  bool spool_reader = false;
   // Where the last read ended: reads near it are sequential and prefetch.
   std::atomic<uint64_t> next_off{0};
   fuse_ino_t ino = 0;
@@ -79,15 +79,22 @@ int do_open(Daemon& d, fuse_ino_t ino, fuse_file_info* fi) {
     }
     int err = OpenWriter(d, *w, false, (fi->flags & O_TRUNC) != 0, false, *p, h.get());
     if (err) return err;
-  } else if (w->spooled) {
-    h->spool_reader = true;
-    h->key = {w->model, w->version};
-    h->name = w->name;
   } else {
-    auto c = d.ns->Open(*p);
-    if (!c.ok()) return LogErrno("open", *p, c.status());
-    h->content = *c;
-    fi->keep_cache = w->committed;  // immutable: the page cache stays valid
+    // A file being written is read from its spool, which the handle holds:
+    // the last writer may release it while this is open. Otherwise (also
+    // when that happened since Locate) the ingested bytes.
+    Result<Drafts::Handle*> rd = Status::NotFound("not being written");
+    if (w->spooled) rd = d.drafts->OpenReader({w->model, w->version}, w->name);
+    if (rd.ok()) {
+      h->reader = *rd;
+      h->key = {w->model, w->version};
+      h->name = w->name;
+    } else {
+      auto c = d.ns->Open(*p);
+      if (!c.ok()) return LogErrno("open", *p, c.status());
+      h->content = *c;
+      fi->keep_cache = w->committed;  // immutable: the page cache stays valid
+    }
   }
   fi->direct_io = 0;
   Register(d, ino, h.get());
@@ -163,11 +170,10 @@ constexpr size_t kMaxReplyRefs = 256;
 
 int do_read(Daemon& d, FileHandle* h, size_t size, off_t off, ReadReply* out) {
   Result<size_t> r = size_t{0};
-  if (h->writer || h->spool_reader) {
+  if (h->writer || h->reader) {
     out->buf.resize(size);
-    r = h->writer ? d.drafts->Read(h->writer, static_cast<uint64_t>(off), size, out->buf.data())
-                  : d.drafts->ReadSpooled(h->key, h->name, static_cast<uint64_t>(off), size,
-                                          out->buf.data());
+    r = d.drafts->Read(h->writer ? h->writer : h->reader, static_cast<uint64_t>(off), size,
+                       out->buf.data());
     if (r.ok()) out->buf.resize(*r);
   } else {
     uint64_t at = static_cast<uint64_t>(off);
@@ -248,6 +254,7 @@ void op_release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
     Status s = d.drafts->Release(h->writer);
     if (!s.ok()) (void)LogErrno("release", h->key.str() + "/" + h->name, s);
   }
+  if (h->reader) d.drafts->CloseReader(h->reader);
   delete h;
   fuse_reply_err(req, 0);
 }
@@ -265,10 +272,10 @@ bool OpenFileAttr(Daemon& d, fuse_ino_t ino, Attr* a) {
   a->immutable = false;
   if (h->writer) {
     a->size = d.drafts->HandleSize(h->writer);
+  } else if (h->reader) {
+    a->size = d.drafts->HandleSize(h->reader);
   } else if (h->content) {
     a->size = h->content->size();
-  } else if (auto s = d.drafts->SpooledSize(h->key, h->name)) {
-    a->size = *s;
   }
   return true;
 }

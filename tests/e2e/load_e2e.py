@@ -130,7 +130,8 @@ class Writer(threading.Thread):
                 else:
                     self.write_one(k)
             except Exception as e:  # noqa: BLE001 - counted
-                self.fail(f"round {k}: {e!r}")
+                where = traceback.extract_tb(e.__traceback__)[-1]
+                self.fail(f"round {k}: {e!r} at line {where.lineno}: {where.line}")
 
     def import_one(self, k):
         src = f"{self.work}/wsrc/i{k}"
@@ -205,7 +206,7 @@ def run(lfs, work, args):
         for n in os.listdir(f"{ref}/{v}"):
             hashes[f"{v}/{n}"] = T.sha256_file(f"{ref}/{v}/{n}")[0]
     shutil.rmtree(f"{work}/src")
-    m = T.Mount(lfs, store, mnt, f"{work}/daemon.log", extra_opts=f"cache_mb={args.cache_mb}")
+    m = T.Mount(lfs, store, mnt, f"{work}/daemon.log", extra_opts=f"cache_mb={args.cache_mb},log_level=info")
     m.start(timeout=60)
     peak = [0]
     samples = [0]

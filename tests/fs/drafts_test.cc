@@ -128,6 +128,23 @@ class DraftsTest : public ::testing::Test {
   VersionKey key_;
 };
 
+// A reader opened while a file is spooled keeps reading it after the last
+// writer released the spool (the mount's open() can race the release).
+TEST_F(DraftsTest, ReaderHandleOutlivesTheWritersRelease) {
+  Drafts::Handle* w = MustOpen("r.txt", /*create=*/true, false, false);
+  ASSERT_TRUE(w);
+  ASSERT_OK(drafts_->Write(w, 0, "0123456789", 10));
+  ASSERT_OK_AND_ASSIGN(Drafts::Handle * r, drafts_->OpenReader(key_, "r.txt"));
+  ASSERT_OK(drafts_->Release(w));
+  EXPECT_CODE(drafts_->OpenReader(key_, "r.txt"), kNotFound);  // no longer spooled
+  std::string buf(20, '\0');
+  ASSERT_OK_AND_ASSIGN(size_t n, drafts_->Read(r, 2, 20, buf.data()));
+  EXPECT_EQ(buf.substr(0, n), "23456789");
+  EXPECT_EQ(drafts_->HandleSize(r), 10u);
+  drafts_->CloseReader(r);
+  EXPECT_EQ(Ingested("r.txt"), "0123456789");
+}
+
 TEST_F(DraftsTest, CreateWriteFlushRelease) {
   Drafts::Handle* h = MustOpen("notes.txt", /*create=*/true, false, /*exclusive=*/true);
   ASSERT_TRUE(h);
