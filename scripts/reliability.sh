@@ -72,7 +72,7 @@ run_step() {  # name, log, command...
 }
 
 if [ "$CI" = 1 ]; then
-  CRASH_ARGS=(--ci); FUZZ_ARGS=(--ci); HOSTILE_ARGS=(--walk-seconds 180 --deep-walk-seconds 45)
+  CRASH_ARGS=(--ci); FUZZ_ARGS=(--ci); HOSTILE_ARGS=(--walk-seconds 120 --deep-walk-seconds 30)
   BITROT_ARGS=(--ci); LOAD_ARGS=(--seconds 20)
 else
   CRASH_ARGS=(); FUZZ_ARGS=(--seconds 60); HOSTILE_ARGS=()
