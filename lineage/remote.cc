@@ -269,7 +269,9 @@ Result<ApplyStats> StoreRemote::ApplyVersion(const VersionTransfer& t) {
       }
       return &h->second;
     };
-    for (const auto& [d, o] : new_tensors) {
+    for (const auto& [digest, o] : new_tensors) {
+      // A copy: C++20 lambdas (clang) cannot capture structured bindings.
+      const Digest d = digest;
       auto bad = [&](const std::string& why) {
         return Status::Corruption("received tensor " + d.Hex() + " is inconsistent: " + why);
       };

@@ -8,7 +8,7 @@
 #                          [--skip crash,fuzz,hostile,bitrot,posix,perms,load,death]
 #                          [--rebuild]
 #
-#   --ci    < 10 minutes (with build-fuzz already built): 20 crash iterations,
+#   --ci    < 10 minutes (fuzz build included, 2 cores): 20 crash iterations,
 #           15 s per fuzz target, every hostile input, 60 bit-rot trials,
 #           20 s of load; parity, permissions and daemon death in full
 #   full    200 crash iterations, 60 s per fuzz target, every hostile input,
@@ -72,7 +72,7 @@ run_step() {  # name, log, command...
 }
 
 if [ "$CI" = 1 ]; then
-  CRASH_ARGS=(--ci); FUZZ_ARGS=(--ci); HOSTILE_ARGS=(--walk-seconds 120 --deep-walk-seconds 30)
+  CRASH_ARGS=(--ci); FUZZ_ARGS=(--ci -j "$(nproc)"); HOSTILE_ARGS=(--walk-seconds 120 --deep-walk-seconds 30)
   BITROT_ARGS=(--ci); LOAD_ARGS=(--seconds 20)
 else
   CRASH_ARGS=(); FUZZ_ARGS=(--seconds 60); HOSTILE_ARGS=()
