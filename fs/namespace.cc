@@ -147,69 +147,54 @@ FileContent::FileContent(Store& store, std::vector<Segment> segs)
 }
 
 Result<size_t> FileContent::Read(uint64_t off, size_t n, char* out) const {
-  if (off >= size_) return size_t{0};
-  n = static_cast<size_t>(std::min<uint64_t>(n, size_ - off));
-  size_t i =
-      static_cast<size_t>(std::upper_bound(starts_.begin(), starts_.end(), off) - starts_.begin()) -
-      1;
-  size_t done = 0;
-  while (done < n && i < segs_.size()) {
-    const Segment& s = segs_[i];
-    uint64_t in = off + done - starts_[i];
-    size_t take = static_cast<size_t>(std::min<uint64_t>(n - done, s.length - in));
-    switch (s.kind) {
-      case Segment::Kind::kLiteral: std::memcpy(out + done, s.literal.data() + in, take); break;
-      case Segment::Kind::kObject: {
-        LFS_ASSIGN_OR_RETURN(size_t got, ObjectReader::ReadTensor(store_, *s.object, s.offset + in,
-                                                                  take, out + done));
-        if (got != take) return Status::Corruption("tensor object shorter than expected");
-        break;
-      }
-      case Segment::Kind::kRecipe: {
-        LFS_ASSIGN_OR_RETURN(size_t got, s.recipe->ReadAt(s.offset + in, take, out + done));
-        if (got != take) return Status::Corruption("file shorter than its recipe says");
-        break;
-      }
-    }
-    done += take;
-    i++;
-  }
-  return done;
+  return WalkPieces(
+      starts_, size_, off, n, [&](size_t i) { return segs_[i].length; },
+      [&](size_t i, uint64_t in, size_t take, size_t done) -> Status {
+        const Segment& s = segs_[i];
+        switch (s.kind) {
+          case Segment::Kind::kLiteral: std::memcpy(out + done, s.literal.data() + in, take); break;
+          case Segment::Kind::kObject: {
+            LFS_ASSIGN_OR_RETURN(
+                size_t got,
+                ObjectReader::ReadTensor(store_, *s.object, s.offset + in, take, out + done));
+            if (got != take) return Status::Corruption("tensor object shorter than expected");
+            break;
+          }
+          case Segment::Kind::kRecipe: {
+            LFS_ASSIGN_OR_RETURN(size_t got, s.recipe->ReadAt(s.offset + in, take, out + done));
+            if (got != take) return Status::Corruption("file shorter than its recipe says");
+            break;
+          }
+        }
+        return Status::OK();
+      });
 }
 
 Result<size_t> FileContent::ReadRefs(uint64_t off, size_t n, int prefetch,
                                      std::vector<ByteRef>* out) const {
-  if (off >= size_) return size_t{0};
-  n = static_cast<size_t>(std::min<uint64_t>(n, size_ - off));
-  size_t i =
-      static_cast<size_t>(std::upper_bound(starts_.begin(), starts_.end(), off) - starts_.begin()) -
-      1;
-  size_t done = 0;
-  while (done < n && i < segs_.size()) {
-    const Segment& s = segs_[i];
-    uint64_t in = off + done - starts_[i];
-    size_t take = static_cast<size_t>(std::min<uint64_t>(n - done, s.length - in));
-    size_t got = 0;
-    switch (s.kind) {
-      case Segment::Kind::kLiteral:
-        out->push_back({nullptr, s.literal.data() + in, take});
-        got = take;
-        break;
-      case Segment::Kind::kObject: {
-        LFS_ASSIGN_OR_RETURN(
-            got, ObjectReader::TensorRefs(store_, *s.object, s.offset + in, take, prefetch, out));
-        break;
-      }
-      case Segment::Kind::kRecipe: {
-        LFS_ASSIGN_OR_RETURN(got, s.recipe->ReadRefs(s.offset + in, take, prefetch, out));
-        break;
-      }
-    }
-    if (got != take) return Status::Corruption("file content shorter than its segments say");
-    done += take;
-    i++;
-  }
-  return done;
+  return WalkPieces(
+      starts_, size_, off, n, [&](size_t i) { return segs_[i].length; },
+      [&](size_t i, uint64_t in, size_t take, size_t) -> Status {
+        const Segment& s = segs_[i];
+        size_t got = 0;
+        switch (s.kind) {
+          case Segment::Kind::kLiteral:
+            out->push_back({nullptr, s.literal.data() + in, take});
+            got = take;
+            break;
+          case Segment::Kind::kObject: {
+            LFS_ASSIGN_OR_RETURN(got, ObjectReader::TensorRefs(store_, *s.object, s.offset + in,
+                                                               take, prefetch, out));
+            break;
+          }
+          case Segment::Kind::kRecipe: {
+            LFS_ASSIGN_OR_RETURN(got, s.recipe->ReadRefs(s.offset + in, take, prefetch, out));
+            break;
+          }
+        }
+        if (got != take) return Status::Corruption("file content shorter than its segments say");
+        return Status::OK();
+      });
 }
 
 // ---------------------------------------------------------------------------

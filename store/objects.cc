@@ -538,64 +538,49 @@ Result<std::shared_ptr<const TensorObject>> FileReader::Tensor(const Digest& d) 
 }
 
 Result<size_t> FileReader::ReadAt(uint64_t off, size_t n, char* out) const {
-  if (off >= recipe_.size) return size_t{0};
-  n = static_cast<size_t>(std::min<uint64_t>(n, recipe_.size - off));
-  size_t done = 0;
-  size_t i =
-      static_cast<size_t>(std::upper_bound(starts_.begin(), starts_.end(), off) - starts_.begin()) -
-      1;
-  while (done < n && i < recipe_.extents.size()) {
-    const Extent& e = recipe_.extents[i];
-    uint64_t in_ext = off + done - starts_[i];
-    size_t take = static_cast<size_t>(std::min<uint64_t>(n - done, e.length - in_ext));
-    if (e.kind == Extent::Kind::kChunk) {
-      LFS_ASSIGN_OR_RETURN(auto chunk, store_.ReadChunk(e.digest));
-      if (e.object_offset > chunk->size() || in_ext + take > chunk->size() - e.object_offset) {
-        return Status::Corruption("file extent past the end of its chunk");
-      }
-      std::memcpy(out + done, chunk->data() + e.object_offset + in_ext, take);
-    } else {
-      LFS_ASSIGN_OR_RETURN(auto t, Tensor(e.digest));
-      LFS_ASSIGN_OR_RETURN(size_t got, ObjectReader::ReadTensor(
-                                           store_, *t, e.object_offset + in_ext, take, out + done));
-      if (got != take) return Status::Corruption("tensor object shorter than its file extent");
-    }
-    done += take;
-    i++;
-  }
-  return done;
+  return WalkPieces(
+      starts_, recipe_.size, off, n, [&](size_t i) { return recipe_.extents[i].length; },
+      [&](size_t i, uint64_t in_ext, size_t take, size_t done) -> Status {
+        const Extent& e = recipe_.extents[i];
+        if (e.kind == Extent::Kind::kChunk) {
+          LFS_ASSIGN_OR_RETURN(auto chunk, store_.ReadChunk(e.digest));
+          if (e.object_offset > chunk->size() || in_ext + take > chunk->size() - e.object_offset) {
+            return Status::Corruption("file extent past the end of its chunk");
+          }
+          std::memcpy(out + done, chunk->data() + e.object_offset + in_ext, take);
+          return Status::OK();
+        }
+        LFS_ASSIGN_OR_RETURN(auto t, Tensor(e.digest));
+        LFS_ASSIGN_OR_RETURN(
+            size_t got,
+            ObjectReader::ReadTensor(store_, *t, e.object_offset + in_ext, take, out + done));
+        if (got != take) return Status::Corruption("tensor object shorter than its file extent");
+        return Status::OK();
+      });
 }
 
 Result<size_t> FileReader::ReadRefs(uint64_t off, size_t n, int prefetch,
                                     std::vector<ByteRef>* out) const {
-  if (off >= recipe_.size) return size_t{0};
-  n = static_cast<size_t>(std::min<uint64_t>(n, recipe_.size - off));
-  size_t done = 0;
-  size_t i =
-      static_cast<size_t>(std::upper_bound(starts_.begin(), starts_.end(), off) - starts_.begin()) -
-      1;
-  while (done < n && i < recipe_.extents.size()) {
-    const Extent& e = recipe_.extents[i];
-    uint64_t in_ext = off + done - starts_[i];
-    size_t take = static_cast<size_t>(std::min<uint64_t>(n - done, e.length - in_ext));
-    if (e.kind == Extent::Kind::kChunk) {
-      LFS_ASSIGN_OR_RETURN(auto chunk, store_.ReadChunk(e.digest));
-      if (e.object_offset > chunk->size() || in_ext + take > chunk->size() - e.object_offset) {
-        return Status::Corruption("file extent past the end of its chunk");
-      }
-      const char* p = chunk->data() + e.object_offset + in_ext;
-      out->push_back({std::move(chunk), p, take});
-    } else {
-      LFS_ASSIGN_OR_RETURN(auto t, Tensor(e.digest));
-      LFS_ASSIGN_OR_RETURN(
-          size_t got,
-          ObjectReader::TensorRefs(store_, *t, e.object_offset + in_ext, take, prefetch, out));
-      if (got != take) return Status::Corruption("tensor object shorter than its file extent");
-    }
-    done += take;
-    i++;
-  }
-  return done;
+  return WalkPieces(
+      starts_, recipe_.size, off, n, [&](size_t i) { return recipe_.extents[i].length; },
+      [&](size_t i, uint64_t in_ext, size_t take, size_t) -> Status {
+        const Extent& e = recipe_.extents[i];
+        if (e.kind == Extent::Kind::kChunk) {
+          LFS_ASSIGN_OR_RETURN(auto chunk, store_.ReadChunk(e.digest));
+          if (e.object_offset > chunk->size() || in_ext + take > chunk->size() - e.object_offset) {
+            return Status::Corruption("file extent past the end of its chunk");
+          }
+          const char* p = chunk->data() + e.object_offset + in_ext;
+          out->push_back({std::move(chunk), p, take});
+          return Status::OK();
+        }
+        LFS_ASSIGN_OR_RETURN(auto t, Tensor(e.digest));
+        LFS_ASSIGN_OR_RETURN(
+            size_t got,
+            ObjectReader::TensorRefs(store_, *t, e.object_offset + in_ext, take, prefetch, out));
+        if (got != take) return Status::Corruption("tensor object shorter than its file extent");
+        return Status::OK();
+      });
 }
 
 }  // namespace lfs

@@ -8,6 +8,7 @@
 // by file extents, chunks by tensors, generic extents and delta children.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -135,6 +136,29 @@ Status PredictDerived(Store& store, const TensorObject& t, uint64_t off, size_t 
 // Converts n elements of `from` at src into `to` at dst; false when unsupported.
 bool CastElements(formats::DType from, formats::DType to, const char* src, size_t n, char* dst);
 bool CastSupported(formats::DType from, formats::DType to);
+
+// Visits the pieces of a byte sequence laid end to end that cover
+// [off, off + n): visit(i, offset in piece i, length, bytes done so far) ->
+// Status. starts[i] is where piece i begins (starts[0] == 0), length(i) its
+// length, total the sequence's size. Returns the bytes covered (n clipped at
+// the end). One walk for every reader of recipes and synthesized files.
+template <typename Length, typename Visit>
+Result<size_t> WalkPieces(const std::vector<uint64_t>& starts, uint64_t total, uint64_t off,
+                          size_t n, Length length, Visit visit) {
+  if (off >= total) return size_t{0};
+  n = static_cast<size_t>(std::min<uint64_t>(n, total - off));
+  size_t i =
+      static_cast<size_t>(std::upper_bound(starts.begin(), starts.end(), off) - starts.begin()) - 1;
+  size_t done = 0;
+  while (done < n && i < starts.size()) {
+    uint64_t in = off + done - starts[i];
+    size_t take = static_cast<size_t>(std::min<uint64_t>(n - done, length(i) - in));
+    LFS_RETURN_IF_ERROR(visit(i, in, take, done));
+    done += take;
+    i++;
+  }
+  return done;
+}
 
 // Reads a file recipe at any offset; immutable, so safe to share across threads.
 class FileReader {
