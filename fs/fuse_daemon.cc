@@ -127,7 +127,7 @@ Status OpenAll(Daemon& d) {
 int RunMount(const MountOptions& opts) {
   // glibc gives each worker thread its own arena and keeps what the chunk
   // cache frees there: measured 483 -> 365 MB peak RSS with two arenas.
-  mallopt(M_ARENA_MAX, 2);
+  mallopt(M_ARENA_MAX, 1);
   // Decoded chunks are ~1 MiB: kept in the heap (not mmap'd one by one) and
   // not trimmed back eagerly, a freed chunk's memory is reused by the next
   // decode instead of being faulted in and zeroed again (that was ~15% of

@@ -216,8 +216,20 @@ class Store {
   std::unique_ptr<WorkerPool> workers_;
   struct InFlight;
   std::unique_ptr<InFlight> inflight_;
-  struct Prefetcher;
-  std::unique_ptr<Prefetcher> prefetcher_;
+  struct Decoders;
+  std::unique_ptr<Decoders> decoders_;
+
+ public:
+  struct Flight;  // one load of a chunk, awaited by every reader of it (chunk_store.cc)
+
+ private:
+  // Loads a chunk on a decoder thread and waits for it; `registered`: f is in
+  // inflight_ under d (the load removes it).
+  Result<std::shared_ptr<const std::string>> LoadOnDecoder(const Digest& d, int depth,
+                                                           std::shared_ptr<Flight> f,
+                                                           bool registered);
+  void FinishLoad(const Digest& d, bool registered, const std::shared_ptr<Flight>& f,
+                  Result<std::shared_ptr<const std::string>> r);
 };
 
 }  // namespace lfs
