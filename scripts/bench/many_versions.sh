@@ -3,12 +3,16 @@
 # 10,000 across 500 models, each a small safetensors file that shares most of
 # its tensors with its parent), mounts it, walks the whole tree (find, ls -lR,
 # getfattr) and reads a sample of files, then reports the daemon's peak RSS
-# against the same walk on a 100-version store.
+# against the same walk on a 100-version store. peak_rss is VmHWM (it counts
+# the pages of the LMDB index and packs the daemon maps: page cache, shared
+# and reclaimable); peak_anon is the highest RssAnon seen (polled every 50 ms),
+# the daemon's own memory, to compare with the cache size (MANY_CACHE_MB, 64).
 #   many_versions.sh [N] [LINEAGEFS]
 set -euo pipefail
 N=${1:-10000}
 LFS=${2:-$(cd "$(dirname "$0")/../.." && pwd)/build/cli/lineagefs}
 BASE=${MANY_DIR:-/dev/shm/lfs-many}
+CACHE_MB=${MANY_CACHE_MB:-64}
 rm -rf "$BASE"
 mkdir -p "$BASE"
 cleanup() {
@@ -59,9 +63,20 @@ measure() {  # measure STORE LABEL
   set +o pipefail  # head closes its pipes early on purpose
   local store=$1 mnt="$BASE/mnt-$2"
   mkdir -p "$mnt"
-  "$LFS" mount "$store" "$mnt" -f -o cache_mb=64 &
+  "$LFS" mount "$store" "$mnt" -f -o cache_mb="$CACHE_MB" &
   local pid=$!
   for _ in $(seq 100); do mountpoint -q "$mnt" && break; sleep 0.1; done
+  local peakf="$BASE/peak-$2"
+  echo 0 > "$peakf"
+  (
+    p=0
+    while [[ -r /proc/$pid/status ]]; do
+      a=$(awk '/^RssAnon/ {print $2}' /proc/$pid/status 2>/dev/null || true)
+      if [[ -n $a && $a -gt $p ]]; then p=$a; echo "$p" > "$peakf"; fi
+      sleep 0.05
+    done
+  ) &
+  local poller=$!
   local t0=$(date +%s.%N)
   local entries=$(find "$mnt" | wc -l)
   ls -lR "$mnt" > /dev/null
@@ -69,10 +84,12 @@ measure() {  # measure STORE LABEL
   find "$mnt" -name 'model.safetensors' | head -2000 | xargs -r cat > /dev/null
   local t1=$(date +%s.%N)
   local hwm=$(awk '/VmHWM/ {print $2}' /proc/$pid/status)
+  sleep 0.1  # one more poll after the walk
   fusermount3 -u "$mnt"
   wait $pid || true
-  printf '%-8s versions=%-6s entries=%-7s walk=%6.2fs peak_rss=%s KiB\n' "$2" "$3" "$entries" \
-    "$(echo "$t1 - $t0" | bc)" "$hwm"
+  wait $poller || true
+  printf '%-8s versions=%-6s entries=%-7s walk=%6.2fs peak_rss=%s KiB peak_anon=%s KiB cache_mb=%s\n' \
+    "$2" "$3" "$entries" "$(echo "$t1 - $t0" | bc)" "$hwm" "$(cat "$peakf")" "$CACHE_MB"
 }
 
 make_store "$BASE/s100" 100

@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <fstream>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -190,6 +191,81 @@ TEST_F(ChunkStoreTest, ConcurrentMissesOnOneChunkDecodeItOnce) {
     EXPECT_EQ(bad.load(), 0);
     EXPECT_EQ(store_->cache_stats().loads - before, 2u) << "round " << round;  // child + base
   }
+}
+
+// Decoding runs on a few decoder threads, which never wait for another load:
+// many readers asking for chains and their bases at once (more readers than
+// decoders, bases in flight for someone else) all get their bytes, and the
+// cache never holds more than its capacity.
+TEST_F(ChunkStoreTest, ManyReadersOfDeltaChainsThroughFewDecoders) {
+  opts_.cache_bytes = 5 << 20;  // one 256 KiB chunk per shard: evictions all the time
+  Reopen();
+  constexpr int kChains = 6, kDepth = 3;
+  std::vector<std::string> raw;
+  std::vector<Digest> ds;
+  for (int c = 0; c < kChains; c++) {
+    std::string bytes = WeightLike(65536, 100 + c);  // 256 KiB
+    std::optional<Digest> base;
+    for (int k = 0; k <= kDepth; k++) {
+      auto b = store_->BeginWrite();
+      ASSERT_TRUE(b.ok());
+      auto d = (*b)->PutChunk(bytes, 4, base);
+      ASSERT_TRUE(d.ok());
+      ASSERT_TRUE((*b)->Commit().ok());
+      raw.push_back(bytes);
+      ds.push_back(*d);
+      base = *d;
+      for (size_t i = 0; i < bytes.size() / 4; i += 5) bytes[i * 4] ^= 1;
+    }
+  }
+  ASSERT_EQ((*store_->FindChunk(ds[kDepth]))->codec, codec::CodecId::kXorDelta);
+  for (int round = 0; round < 4; round++) {
+    store_->DropCache();
+    constexpr int kThreads = 16;
+    std::atomic<int> ready{0}, bad{0};
+    std::atomic<uint64_t> max_cached{0};
+    std::vector<std::thread> ts;
+    for (int t = 0; t < kThreads; t++) {
+      ts.emplace_back([&, t] {
+        std::mt19937 rng(t * 7 + round);
+        ready++;
+        while (ready.load() < kThreads) std::this_thread::yield();
+        for (int i = 0; i < 40; i++) {
+          size_t k = rng() % ds.size();
+          if (i % 3 == 0) store_->Prefetch(ds[(k + 1) % ds.size()]);
+          auto got = store_->ReadChunk(ds[k]);
+          if (!got.ok() || **got != raw[k]) bad++;
+          uint64_t b = store_->cache_stats().bytes, m = max_cached.load();
+          while (b > m && !max_cached.compare_exchange_weak(m, b)) {
+          }
+        }
+      });
+    }
+    for (auto& t : ts) t.join();
+    EXPECT_EQ(bad.load(), 0) << "round " << round;
+    EXPECT_LE(max_cached.load(), opts_.cache_bytes);
+  }
+}
+
+// Prefetches still queued when the store closes are dropped, not run on a
+// store that is gone (ASan would see the use after free).
+TEST_F(ChunkStoreTest, ClosingWithQueuedPrefetchesIsClean) {
+  std::vector<Digest> ds;
+  {
+    auto b = store_->BeginWrite();
+    ASSERT_TRUE(b.ok());
+    for (int i = 0; i < 24; i++) ds.push_back(*(*b)->PutChunk(WeightLike(65536, 300 + i), 4));
+    ASSERT_TRUE((*b)->Commit().ok());
+  }
+  for (int round = 0; round < 3; round++) {
+    Reopen();
+    for (const auto& d : ds) store_->Prefetch(d);
+    store_.reset();
+  }
+  Reopen();
+  auto got = store_->ReadChunk(ds[5]);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(**got, WeightLike(65536, 305));
 }
 
 TEST_F(ChunkStoreTest, CorruptPackByteIsDetected) {
