@@ -15,6 +15,10 @@ Measures, in one run, lineagefs against the same bytes on ext4 and through the F
   memory   lineagefs daemon peak RSS after the 1 GB reads (default 256 MiB cache), and
            after a full walk of a 10k-version store vs a 100-version one
            (scripts/bench/many_versions.sh; --quick: 300 versions)
+  cache    daemon memory vs its cache size: peak RssAnon (polled every 10 ms) during a
+           cold full read of the checkpoint and its delta child, for cache_mb = 16, 64,
+           256; "overshoot" = peak RssAnon - cache. RssFile (mapped LMDB index: page
+           cache, shared and reclaimable) is reported apart.
 
 Cold: sync; echo 3 > /proc/sys/vm/drop_caches and a fresh mount (empty daemon caches)
 before the timed step (warm instead, and said so, when caches cannot be dropped).
@@ -112,6 +116,37 @@ def peak_rss(pid):
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024
     return None
+
+
+class RssPoller:
+    """Highest RssAnon / RssFile of a process, polled every 10 ms (there is no HWM for them)."""
+
+    def __init__(self, pid):
+        import threading
+        self.pid, self.peak, self.stop = pid, {"RssAnon": 0, "RssFile": 0}, False
+        self.t = threading.Thread(target=self.loop, daemon=True)
+        self.t.start()
+
+    def sample(self):
+        try:
+            with open("/proc/%d/status" % self.pid) as f:
+                for line in f:
+                    k, _, v = line.partition(":")
+                    if k in self.peak:
+                        self.peak[k] = max(self.peak[k], int(v.split()[0]) * 1024)
+        except OSError:
+            pass
+
+    def loop(self):
+        while not self.stop:
+            self.sample()
+            time.sleep(0.01)
+
+    def done(self):
+        self.stop = True
+        self.t.join()
+        self.sample()
+        return self.peak
 
 
 def file_sha(path):
@@ -313,7 +348,7 @@ class Bench:
         self.n1m = 30 if args.quick else 200
         self.m = Mounts(args.quick)
         self.R = {"mode": "quick" if args.quick else "default", "seq": {}, "rand4k": {},
-                  "rand1m": {}, "delta": {}, "metadata": {}, "memory": {}, "notes": [],
+                  "rand1m": {}, "delta": {}, "metadata": {}, "memory": {}, "cache": {}, "notes": [],
                   "lineagefs_failures": [], "reference": {}}
 
     def lfs_fail(self, what, e):
@@ -400,6 +435,26 @@ class Bench:
                 for k in ("seq", "rand4k", "rand1m"):
                     self.R[k][tool] = {"na": str(e)[:200]}
 
+    # -- daemon memory against the cache size
+    def run_cache_sizes(self, store):
+        size = os.path.getsize(W["parent"])
+        for mb in (16, 64) if self.quick else (16, 64, 256):
+            log("memory with cache_mb=%d ..." % mb)
+            root, proc, mnt = self.m.lineagefs(store, "cache_mb=%d" % mb)
+            try:
+                drop_caches()
+                poll = RssPoller(proc.pid)
+                for f in ("parent", "child"):
+                    dt, n = cat(os.path.join(root, f, "model.safetensors"))
+                    if n != size:
+                        raise LfsFailure("cache_mb=%d: read %d of %d bytes" % (mb, n, size))
+                peak = poll.done()
+                self.R["cache"][str(mb)] = {"cache_bytes": mb * MiB, "peak_anon": peak["RssAnon"],
+                                            "peak_file": peak["RssFile"],
+                                            "hwm": peak_rss(proc.pid)}
+            finally:
+                self.m.stop(mnt, proc)
+
     # -- metadata on a big tree
     def run_metadata(self):
         versions, tensors = (10, 200) if self.quick else (100, 1000)
@@ -469,6 +524,10 @@ class Bench:
                                               "entries": int(m.group(3)),
                                               "walk_seconds": float(m.group(4)),
                                               "peak_rss": int(m.group(5)) * 1024}
+            a = re.search(r"peak_anon=(\d+) KiB cache_mb=(\d+)", line)
+            if a:
+                self.R["many"][m.group(1)].update(peak_anon=int(a.group(1)) * 1024,
+                                                  cache_bytes=int(a.group(2)) * MiB)
 
 
 # ----------------------------------------------------------------------------- report
@@ -555,6 +614,25 @@ def report(R):
                    " %s, %d versions %s (ratio %.2fx)" % (
                        s["versions"], fmt_b(s["peak_rss"]), g["versions"], fmt_b(g["peak_rss"]),
                        g["peak_rss"] / s["peak_rss"]))
+        if "peak_anon" in s and "peak_anon" in g:
+            out.append("  many versions, peak RssAnon (cache_mb=%d): %d versions %s, %d versions %s;"
+                       " %d versions = cache + %s" % (
+                           g["cache_bytes"] // MiB, s["versions"], fmt_b(s["peak_anon"]),
+                           g["versions"], fmt_b(g["peak_anon"]), g["versions"],
+                           fmt_b(max(0, g["peak_anon"] - g["cache_bytes"]))))
+    cache = R.get("cache", {})
+    if cache:
+        out.append(line)
+        out.append("DAEMON MEMORY vs CACHE SIZE (cold full read of the checkpoint + its delta child)")
+        out.append("  %10s | %14s %14s | %14s %12s" % ("cache_mb", "peak RssAnon", "overshoot",
+                                                     "peak RssFile", "VmHWM"))
+        for mb in sorted(cache, key=int):
+            c = cache[mb]
+            out.append("  %10s | %14s %14s | %14s %12s" % (
+                mb, fmt_b(c["peak_anon"]), "+" + fmt_b(max(0, c["peak_anon"] - c["cache_bytes"])),
+                fmt_b(c["peak_file"]), fmt_b(c["hwm"] or 0)))
+        out.append("  overshoot = peak RssAnon - cache size; RssFile = mapped LMDB index pages "
+                   "(page cache, shared, reclaimable)")
     out.append(line)
     return "\n".join(out)
 
@@ -572,7 +650,7 @@ def main():
     ap.add_argument("--regen", action="store_true", help="regenerate the cached fixtures")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     ap.add_argument("--skip", action="append", default=[],
-                    choices=["reads", "metadata", "many"], help="leave a section out")
+                    choices=["reads", "cache", "metadata", "many"], help="leave a section out")
     args = ap.parse_args()
     for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(s, lambda n, f: (cleanup_mounts(), sys.exit(128 + n)))
@@ -597,12 +675,15 @@ def main():
     R["many"] = {}
     rc = 0
     try:
-        if "reads" not in args.skip:
+        if "reads" not in args.skip or "cache" not in args.skip:
             ensure_fixture(args.quick, args.regen)
             R["ckpt_bytes"] = os.path.getsize(W["parent"])
-            R["peer_notes"] = ensure_peers(b.m, 300 if args.quick else 1800)
             store = b.import_store()
+        if "reads" not in args.skip:
+            R["peer_notes"] = ensure_peers(b.m, 300 if args.quick else 1800)
             b.run_reads(store)
+        if "cache" not in args.skip:
+            b.run_cache_sizes(store)
         if "metadata" not in args.skip:
             b.run_metadata()
         if "many" not in args.skip:
