@@ -267,12 +267,15 @@ def ensure_fixture(quick, regen):
     os.makedirs(W["peers"], exist_ok=True)
 
 
+PEERS = ["squashfuse", "borg", "restic"]
+
+
 def ensure_peers(m, timeout):
     """Peer archives of parent/ (built once per fixture, cached next to it)."""
     notes = {}
     pdir = os.path.join(W["fixture"], "parent")
     img = os.path.join(W["peers"], "parent.sqfs")
-    if which("mksquashfs") and not os.path.exists(img):
+    if "squashfuse" in PEERS and which("mksquashfs") and not os.path.exists(img):
         log("mksquashfs ...")
         try:
             run(["mksquashfs", pdir, img + ".tmp", "-comp", "zstd", "-noappend", "-no-progress"],
@@ -281,7 +284,7 @@ def ensure_peers(m, timeout):
         except PeerFailure as e:
             notes["squashfuse"] = str(e)
     repo = os.path.join(W["peers"], "borg")
-    if which("borg") and not os.path.exists(os.path.join(repo, "done")):
+    if "borg" in PEERS and which("borg") and not os.path.exists(os.path.join(repo, "done")):
         log("borg create ...")
         shutil.rmtree(repo, ignore_errors=True)
         try:
@@ -292,7 +295,7 @@ def ensure_peers(m, timeout):
         except PeerFailure as e:
             notes["borg"] = str(e)
     rrepo = m.restic_env["RESTIC_REPOSITORY"]
-    if which("restic") and not os.path.exists(rrepo + ".done"):
+    if "restic" in PEERS and which("restic") and not os.path.exists(rrepo + ".done"):
         log("restic backup ...")
         shutil.rmtree(rrepo, ignore_errors=True)
         try:
@@ -418,6 +421,7 @@ class Bench:
         tools = [("ext4", None), ("lineagefs", lambda: self.m.lineagefs(store)),
                  ("squashfuse", self.m.squashfuse), ("borg", self.m.borg),
                  ("restic", self.m.restic)]
+        tools = [t for t in tools if t[0] in ("ext4", "lineagefs") or t[0] in PEERS]
         for tool, fn in tools:
             log("reads: %s" % tool)
             files = [("parent", "parent")]
@@ -649,9 +653,12 @@ def main():
     ap.add_argument("--quick", action="store_true", help="small fixtures, one repetition (CI)")
     ap.add_argument("--regen", action="store_true", help="regenerate the cached fixtures")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--peers", default=",".join(PEERS),
+                    help="FUSE peers to compare with (default: %(default)s)")
     ap.add_argument("--skip", action="append", default=[],
                     choices=["reads", "cache", "metadata", "many"], help="leave a section out")
     args = ap.parse_args()
+    PEERS[:] = [p for p in args.peers.split(",") if p]
     for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(s, lambda n, f: (cleanup_mounts(), sys.exit(128 + n)))
     t_start = time.perf_counter()
