@@ -257,8 +257,8 @@ struct Store::Cache {
   std::atomic<uint64_t> hits{0}, misses{0}, loads{0};
 };
 
-// Every chunk is decoded on one of these threads (one per core, at least
-// two): demand loads first, then prefetches. Decoding needs a frame buffer
+// Every chunk is decoded on one of these threads (one per core, 2 to 8):
+// demand loads first, then prefetches. Decoding needs a frame buffer
 // and plane scratch per thread (~3 MiB); on the FUSE threads, which libfuse
 // starts and stops as load changes, that scratch was per FUSE thread and its
 // churn fragmented the heap (a 16 MiB cache ran at 66 MB RSS). Here it is a
@@ -272,7 +272,8 @@ struct Store::Decoders {
     bool registered = false;  // the flight is in inflight_ (erase it when done)
   };
   explicit Decoders(Store* s) : store(s) {
-    unsigned n = std::max(2u, std::thread::hardware_concurrency());
+    // More would not help a mount's 8 FUSE threads and would each keep ~3 MiB.
+    unsigned n = std::clamp(std::thread::hardware_concurrency(), 2u, 8u);
     for (unsigned i = 0; i < n; i++) threads.emplace_back([this] { Loop(); });
   }
   ~Decoders() {
