@@ -12,6 +12,7 @@
 #include <unordered_map>
 
 #include "store/coding.h"
+#include "store/crc32.h"
 #include "store/pack.h"
 #include "store/store.h"
 
@@ -189,6 +190,10 @@ class Store::WorkerPool {
   std::vector<std::thread> threads_;
   bool stop_ = false;
 };
+
+void Store::ParallelFor(size_t n, const std::function<void(size_t)>& fn) {
+  workers_->ParallelFor(n, fn);
+}
 
 // ---------------------------------------------------------------------------
 // Decoded-chunk cache: sharded LRU bounded in bytes.
@@ -648,6 +653,7 @@ struct WriteBatch::Impl {
 
 struct WriteBatch::Prepared {
   Digest digest;
+  uint32_t crc32 = 0;   // of the raw chunk, when the request asked for it
   bool exists = false;  // already in the index or the batch
   std::string frame;
   ChunkEntry entry;
@@ -659,6 +665,7 @@ struct WriteBatch::Prepared {
 struct WriteBatch::Pending {
   std::vector<OwnedChunk> chunks;
   std::vector<ChunkRequest> reqs;
+  std::vector<bool> want_crc32;
   std::vector<Prepared> prep;
   std::shared_ptr<Store::WorkerPool::Group> group;
 };
@@ -781,20 +788,33 @@ Status WriteBatch::StartChunks(std::vector<OwnedChunk> chunks) {
   if (pending_) return Status::InvalidArgument("StartChunks while chunks are pending");
   auto p = std::make_unique<Pending>();
   p->chunks = std::move(chunks);
-  for (const auto& c : p->chunks) p->reqs.push_back(ChunkRequest{c.raw, c.elem_width, c.base});
+  for (const auto& c : p->chunks) {
+    p->reqs.push_back(ChunkRequest{c.raw, c.elem_width, c.base});
+    p->want_crc32.push_back(c.want_crc32);
+  }
   p->prep.resize(p->reqs.size());
   Store* st = store_;
   Pending* raw = p.get();
-  p->group = st->workers().Submit(
-      p->reqs.size(), [st, raw](size_t i) { PrepareChunk(*st, raw->reqs[i], &raw->prep[i]); });
+  p->group = st->workers().Submit(p->reqs.size(), [st, raw](size_t i) {
+    const ChunkRequest& r = raw->reqs[i];
+    // The caller's running crc32 (zip views need it) is combined from these:
+    // computing it here keeps the reading thread free.
+    if (raw->want_crc32[i]) raw->prep[i].crc32 = Crc32(r.raw);
+    PrepareChunk(*st, r, &raw->prep[i]);
+  });
   pending_ = std::move(p);
   return Status::OK();
 }
 
-Result<std::vector<Digest>> WriteBatch::FinishChunks(std::vector<std::string>* recycled) {
+Result<std::vector<Digest>> WriteBatch::FinishChunks(std::vector<std::string>* recycled,
+                                                     std::vector<uint32_t>* crc32s) {
   if (!pending_) return Status::InvalidArgument("FinishChunks without StartChunks");
   std::unique_ptr<Pending> p = std::move(pending_);
   Store::WorkerPool::Wait(*p->group);
+  if (crc32s) {
+    crc32s->clear();
+    for (const auto& pr : p->prep) crc32s->push_back(pr.crc32);
+  }
   auto out = AppendPrepared(p->prep);
   if (recycled) {
     for (auto& c : p->chunks) recycled->push_back(std::move(c.raw));

@@ -29,6 +29,8 @@ class RandomAccessFile {
   // Reads exactly n bytes at offset into scratch, or fails (a short read is Corruption).
   virtual Status ReadExact(uint64_t offset, size_t n, char* scratch) const = 0;
   virtual Result<uint64_t> Size() const = 0;
+  // Hint: [offset, offset+n) will be read soon (starts readahead). No effect on results.
+  virtual void WillNeed(uint64_t /*offset*/, uint64_t /*n*/) const {}
 };
 
 class FileLock {

@@ -1,12 +1,11 @@
 #include "store/ingest.h"
 
-#include <zlib.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 
+#include "store/crc32.h"
 #include "store/formats/detect.h"
 
 namespace lfs {
@@ -19,6 +18,27 @@ std::string ShapeKey(formats::DType dtype, const std::vector<int64_t>& shape) {
 }
 constexpr size_t kChunksPerBatch = 8;  // parallel encode granularity; bounds memory
 constexpr size_t kGenericReadBytes = 8 << 20;
+
+// out = a ^ b over n bytes; returns how many bytes of out are nonzero.
+// Word-wise: this runs over every byte of a derived tensor.
+size_t XorCountNonzero(const char* a, const char* b, size_t n, char* out) {
+  size_t nonzero = 0, i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t x, y;
+    std::memcpy(&x, a + i, 8);
+    std::memcpy(&y, b + i, 8);
+    uint64_t r = x ^ y;
+    std::memcpy(out + i, &r, 8);
+    // Count nonzero bytes: set the high bit of each nonzero byte, then popcount.
+    uint64_t t = (r & 0x7f7f7f7f7f7f7f7fULL) + 0x7f7f7f7f7f7f7f7fULL;
+    nonzero += static_cast<size_t>(__builtin_popcountll((t | r) & 0x8080808080808080ULL));
+  }
+  for (; i < n; i++) {
+    out[i] = static_cast<char>(a[i] ^ b[i]);
+    nonzero += out[i] != 0;
+  }
+  return nonzero;
+}
 }  // namespace
 
 Result<std::unique_ptr<EnvFileAccess>> EnvFileAccess::Open(Env* env, const std::string& path) {
@@ -30,6 +50,12 @@ Result<std::unique_ptr<EnvFileAccess>> EnvFileAccess::Open(Env* env, const std::
 Status EnvFileAccess::ReadAt(uint64_t off, size_t n, std::string* out) const {
   if (off > size_ || n > size_ - off) {
     return Status::Corruption("read past the end of the file");
+  }
+  constexpr uint64_t kAhead = 32 << 20;
+  uint64_t hinted = hinted_.load(std::memory_order_relaxed);
+  if (off + n + kAhead / 2 > hinted) {
+    uint64_t from = std::max(hinted, off), to = std::min(size_, off + n + kAhead);
+    if (to > from && hinted_.compare_exchange_strong(hinted, to)) f_->WillNeed(from, to - from);
   }
   out->resize(n);
   return f_->ReadExact(off, n, out->data());
@@ -178,7 +204,7 @@ Result<Digest> Ingester::AddTensorData(const std::string& name, formats::DType d
   }
 
   Hasher th;
-  uLong crc = crc32(0L, Z_NULL, 0);
+  uint32_t crc = 0;
   TensorObject obj;
   obj.nbytes = nbytes;
   obj.chunk_bytes = cb;
@@ -186,18 +212,22 @@ Result<Digest> Ingester::AddTensorData(const std::string& name, formats::DType d
   // Two batches in flight: this thread reads and hashes batch k+1 while the
   // workers encode batch k (FinishChunks then lets it help with the rest).
   std::vector<std::string> spare;
+  std::vector<uint32_t> crcs;
+  std::vector<size_t> pending_lens;
   uint64_t pos = 0, pending_bytes = 0;
   size_t issued = 0;
   bool pending = false;
   auto finish = [&]() -> Status {
-    LFS_ASSIGN_OR_RETURN(auto digests, batch_.FinishChunks(&spare));
+    LFS_ASSIGN_OR_RETURN(auto digests, batch_.FinishChunks(&spare, &crcs));
     obj.chunks.insert(obj.chunks.end(), digests.begin(), digests.end());
+    for (size_t i = 0; i < crcs.size(); i++) crc = Crc32Combine(crc, crcs[i], pending_lens[i]);
     Progress(pending_bytes);
     pending = false;
     return Status::OK();
   };
   while (pos < nbytes) {
     std::vector<OwnedChunk> chunks;
+    std::vector<size_t> lens;
     uint64_t batch_bytes = 0;
     for (size_t k = 0; k < kChunksPerBatch && pos < nbytes; k++) {
       size_t n = static_cast<size_t>(std::min<uint64_t>(cb, nbytes - pos));
@@ -209,11 +239,12 @@ Result<Digest> Ingester::AddTensorData(const std::string& name, formats::DType d
       LFS_RETURN_IF_ERROR(src.ReadAt(offset + pos, n, &c.raw));
       th.Update(c.raw.data(), n);
       file_hash->Update(c.raw.data(), n);
-      crc = crc32(crc, reinterpret_cast<const Bytef*>(c.raw.data()), static_cast<uInt>(n));
       c.elem_width = elem_width;
+      c.want_crc32 = true;
       if (base && issued < base->chunks.size()) c.base = base->chunks[issued];
       issued++;
       chunks.push_back(std::move(c));
+      lens.push_back(n);
       pos += n;
       batch_bytes += n;
     }
@@ -221,9 +252,10 @@ Result<Digest> Ingester::AddTensorData(const std::string& name, formats::DType d
     LFS_RETURN_IF_ERROR(batch_.StartChunks(std::move(chunks)));
     pending = true;
     pending_bytes = batch_bytes;
+    pending_lens = std::move(lens);
   }
   if (pending) LFS_RETURN_IF_ERROR(finish());
-  obj.crc32 = static_cast<uint32_t>(crc);
+  obj.crc32 = crc;
   Digest d = th.Finish();
   stats->tensors++;
   LFS_ASSIGN_OR_RETURN(auto existing, FindTensor(d));
@@ -437,44 +469,65 @@ Result<std::optional<TensorObject>> Ingester::TryDerive(const TensorObject& prot
                                                         Hasher* tensor_hash, Hasher* file_hash,
                                                         uint32_t* crc) {
   const uint32_t cb = opts_.tensor_chunk_bytes;
+  Store& store = batch_.store();
   TensorObject obj = proto;
   obj.chunks.clear();
-  uLong c = crc32(0L, Z_NULL, 0);
-  std::vector<std::string> residuals(kChunksPerBatch);
-  std::string child, pred;
+  uint32_t c = 0;
+  // One slot per chunk of a batch. Reading the child, predicting it from its
+  // sources and taking the residual run on all cores; hashing stays in order
+  // on this thread.
+  struct Slot {
+    uint64_t pos = 0;
+    size_t n = 0;
+    std::string child, pred, residual;
+    size_t nonzero = 0;
+    uint32_t crc = 0;
+    Status read, predicted;
+  };
+  std::vector<Slot> slots(kChunksPerBatch);
   uint64_t pos = 0;
   auto give_back = [&] {
     for (const auto& ch : obj.chunks) batch_.AddRef(ch, -1);
   };
   while (pos < nbytes) {
+    // The first chunk alone: it decides a miss before more work is spent.
+    size_t count = 0;
+    for (uint64_t p = pos; count < (pos == 0 ? 1 : kChunksPerBatch) && p < nbytes; count++) {
+      slots[count].pos = p;
+      slots[count].n = static_cast<size_t>(std::min<uint64_t>(cb, nbytes - p));
+      p += slots[count].n;
+    }
+    store.ParallelFor(count, [&](size_t i) {
+      Slot& sl = slots[i];
+      sl.read = in.ReadAt(offset + sl.pos, sl.n, &sl.child);
+      if (!sl.read.ok()) return;
+      sl.pred.resize(sl.n);
+      sl.predicted = PredictDerived(store, obj, sl.pos, sl.n, sl.pred.data());
+      if (!sl.predicted.ok()) return;
+      sl.residual.resize(sl.n);
+      sl.nonzero = XorCountNonzero(sl.child.data(), sl.pred.data(), sl.n, sl.residual.data());
+      sl.crc = Crc32(sl.child);
+    });
     std::vector<ChunkRequest> reqs;
-    for (size_t k = 0; k < kChunksPerBatch && pos < nbytes; k++) {
-      size_t n = static_cast<size_t>(std::min<uint64_t>(cb, nbytes - pos));
-      LFS_RETURN_IF_ERROR(in.ReadAt(offset + pos, n, &child));
-      pred.resize(n);
-      if (!PredictDerived(batch_.store(), obj, pos, n, pred.data()).ok()) {
+    for (size_t i = 0; i < count; i++) {
+      Slot& sl = slots[i];
+      LFS_RETURN_IF_ERROR(sl.read);
+      if (!sl.predicted.ok()) {
         // A source that cannot be read: store the tensor plainly.
-        if (pos == 0) return std::optional<TensorObject>();
+        if (sl.pos == 0) return std::optional<TensorObject>();
         give_back();
         return Status::Corruption("derivation source became unreadable during ingest");
       }
-      std::string& r = residuals[k];
-      r.resize(n);
-      size_t nonzero = 0;
-      for (size_t i = 0; i < n; i++) {
-        r[i] = static_cast<char>(child[i] ^ pred[i]);
-        nonzero += r[i] != 0;
-      }
-      if (pos == 0 && nonzero * 4 > n) {
+      if (sl.pos == 0 && sl.nonzero * 4 > sl.n) {
         // The prediction misses on more than a quarter of the first chunk's
         // bytes: not this derivation; the generic delta takes it.
         return std::optional<TensorObject>();
       }
-      tensor_hash->Update(child.data(), n);
-      file_hash->Update(child.data(), n);
-      c = crc32(c, reinterpret_cast<const Bytef*>(child.data()), static_cast<uInt>(n));
-      reqs.push_back(ChunkRequest{r, static_cast<int>(obj.elem_width), {}});
-      pos += n;
+      tensor_hash->Update(sl.child.data(), sl.n);
+      file_hash->Update(sl.child.data(), sl.n);
+      c = Crc32Combine(c, sl.crc, sl.n);
+      reqs.push_back(ChunkRequest{sl.residual, static_cast<int>(obj.elem_width), {}});
+      pos += sl.n;
     }
     auto digests = batch_.PutChunks(reqs);
     if (!digests.ok()) {
@@ -486,7 +539,7 @@ Result<std::optional<TensorObject>> Ingester::TryDerive(const TensorObject& prot
     for (auto& r : reqs) consumed += r.raw.size();
     Progress(consumed);
   }
-  *crc = static_cast<uint32_t>(c);
+  *crc = c;
   return std::optional<TensorObject>(std::move(obj));
 }
 

@@ -3,6 +3,7 @@
 // delta-encoded chunk by chunk against the matching tensors of the parents.
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <map>
 #include <string>
@@ -27,6 +28,10 @@ class EnvFileAccess final : public formats::RandomAccess {
       : f_(std::move(f)), size_(size) {}
   std::unique_ptr<RandomAccessFile> f_;
   uint64_t size_;
+  // Readahead already requested up to here: imports read front to back, and
+  // asking the kernel for the next tens of MiB keeps the disk busy while the
+  // CPU encodes (plain readahead is 128 KiB and waits on every 1 MiB read).
+  mutable std::atomic<uint64_t> hinted_{0};
 };
 
 // Parent tensors a child's tensors may be delta-encoded against.

@@ -80,6 +80,7 @@ struct OwnedChunk {
   std::string raw;
   int elem_width = 1;
   std::optional<Digest> base;
+  bool want_crc32 = false;  // FinishChunks reports the zlib crc32 of raw (done on a worker)
 };
 
 class WriteBatch {
@@ -102,7 +103,8 @@ class WriteBatch {
   // appends and returns the digests (and hands the chunks' buffers back into
   // *recycled when given). At most one set is pending at a time.
   Status StartChunks(std::vector<OwnedChunk> chunks);
-  Result<std::vector<Digest>> FinishChunks(std::vector<std::string>* recycled = nullptr);
+  Result<std::vector<Digest>> FinishChunks(std::vector<std::string>* recycled = nullptr,
+                                           std::vector<uint32_t>* crc32s = nullptr);
   // Further reference changes, applied at commit.
   void AddRef(const Digest& d, int64_t delta);
   // Makes everything durable and reachable atomically; `extra` runs inside the
@@ -196,6 +198,8 @@ class Store {
   std::string PackPath(uint64_t id) const;
   class WorkerPool;
   WorkerPool& workers() { return *workers_; }
+  // Runs fn(0..n-1) on the worker threads and the caller; returns when all are done.
+  void ParallelFor(size_t n, const std::function<void(size_t)>& fn);
 
  private:
   Store() = default;

@@ -35,6 +35,7 @@ class RandomAccess {
   virtual ~RandomAccess() = default;
   virtual uint64_t Size() const = 0;
   // Reads exactly n bytes at off, or fails (short read past EOF is an error).
+  // Ingest calls it from several threads at once.
   virtual Status ReadAt(uint64_t off, size_t n, std::string* out) const = 0;
 };
 

@@ -9,6 +9,7 @@
 #include <numeric>
 #include <random>
 
+#include "store/crc32.h"
 #include "store/formats/safetensors.h"
 #include "store/fsck.h"
 #include "tests/testing/temp_dir.h"
@@ -94,7 +95,21 @@ class IngestTest : public ::testing::Test {
       for (const auto& ref : refs) joined.append(ref.data, ref.size);
       EXPECT_EQ(joined, out.substr(off, len)) << "window " << off << "+" << len;
     }
+    ExpectTensorCrcs(file);
     return out;
+  }
+  // Each tensor record's crc32 (zip views carry it) is that of its bytes.
+  void ExpectTensorCrcs(const Digest& file) {
+    auto f = LoadFile(*store_, file);
+    ASSERT_TRUE(f.ok());
+    for (const auto& ref : f->tensors) {
+      auto t = LoadTensor(*store_, ref.object);
+      ASSERT_TRUE(t.ok());
+      std::string bytes(t->nbytes, '\0');
+      auto n = ObjectReader::ReadTensor(*store_, *t, 0, bytes.size(), bytes.data());
+      ASSERT_TRUE(n.ok() && *n == bytes.size());
+      EXPECT_EQ(t->crc32, Crc32(bytes)) << ref.name;
+    }
   }
   Status TryReadAll(const Digest& file, std::string* out) {
     LFS_ASSIGN_OR_RETURN(auto r, FileReader::Open(*store_, file));
@@ -232,6 +247,28 @@ TEST_F(IngestTest, Bf16CastOfParentCostsAlmostNothingAndReadsExactly) {
     ASSERT_TRUE(
         (*b)->Commit([&](WriteTxn& txn) { return AdjustFileRefs(txn, parent.digest, -1); }).ok());
   }
+  store_->DropCache();
+  EXPECT_EQ(ReadAll(f.digest), child);
+  ExpectFsckClean();
+}
+
+// Tensors longer than one batch of chunks (encoded and derived on the worker
+// threads, hashed and summed in order by the ingesting thread).
+TEST_F(IngestTest, MultiBatchTensorsKeepOrderHashAndCrc) {
+  std::string w = Weights(5 << 20, 11);   // 20 MiB fp32 = 20 chunks
+  std::string w2 = Weights(3 << 18, 12);  // 3 MiB: a partial last batch
+  std::string pbytes = Safetensors(
+      {{"a", formats::DType::kF32, {5 << 20}, w}, {"b", formats::DType::kF32, {3 << 18}, w2}});
+  auto parent = Ingest("p.safetensors", pbytes);
+  store_->DropCache();
+  EXPECT_EQ(ReadAll(parent.digest), pbytes);
+  DeltaBases bases = BasesOf({parent.digest});
+  std::string bf = CastBf16(w);  // 10 MiB bf16: first chunk alone, then 8, then 1
+  bf[bf.size() - 3] ^= 1;
+  std::string child = Safetensors(
+      {{"a", formats::DType::kBF16, {5 << 20}, bf}, {"b", formats::DType::kF32, {3 << 18}, w2}});
+  auto f = Ingest("c.safetensors", child, &bases);
+  EXPECT_EQ(f.tensors_derived, 1u);
   store_->DropCache();
   EXPECT_EQ(ReadAll(f.digest), child);
   ExpectFsckClean();
