@@ -2,6 +2,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -163,6 +164,7 @@ Result<json> ImportOne(Lineage& lin, const ImportRequest& req, bool quiet) {
   dopts.metadata_json = md.dump();
   LFS_ASSIGN_OR_RETURN(lineage::Version v, lin.CreateDraft(req.model, dopts));
   uint64_t before = PackBytes(lin.store());
+  const auto t0 = std::chrono::steady_clock::now();
   uint64_t total = 0;
   for (const auto& f : files) total += fs::file_size(f, ec);
   Progress progress("importing " + v.key.str(), total);
@@ -195,6 +197,8 @@ Result<json> ImportOne(Lineage& lin, const ImportRequest& req, bool quiet) {
   uint64_t after = PackBytes(lin.store());
   out["bytes_logical"] = total;
   out["bytes_stored_new"] = after - before;
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  out["seconds"] = secs;
   out["state"] = req.draft ? "draft" : "committed";
   json ps = json::array();
   for (const auto& p : parents) {
@@ -203,10 +207,12 @@ Result<json> ImportOne(Lineage& lin, const ImportRequest& req, bool quiet) {
   out["parents"] = ps;
   if (!quiet) {
     std::printf(
-        "%s %s: %zu file(s), %s logical, %s new in the store (%.1f%%)\n",
+        "%s %s: %zu file(s), %s logical, %s new in the store (%.1f%%), %.2f s (%.0f MB/s)\n",
         req.draft ? "drafted" : "committed", v.key.str().c_str(), files.size(),
         HumanBytes(total).c_str(), HumanBytes(after - before).c_str(),
-        total ? 100.0 * static_cast<double>(after - before) / static_cast<double>(total) : 0.0);
+        total ? 100.0 * static_cast<double>(after - before) / static_cast<double>(total) : 0.0,
+        secs, secs > 0 ? static_cast<double>(total) / 1e6 / secs : 0.0);
+    std::fflush(stdout);  // one line per version as it lands, also through a pipe
   }
   return out;
 }

@@ -618,6 +618,10 @@ CacheStats Store::cache_stats() const {
 
 void Store::DropCache() { cache_->Clear(); }
 
+void Store::CacheFresh(const Digest& d, std::string_view raw) {
+  cache_->Put(d, std::make_shared<const std::string>(raw));
+}
+
 Status Store::PackUsage(uint64_t* pack_bytes, uint64_t* live_bytes) const {
   *pack_bytes = *live_bytes = 0;
   ReadTxn txn(*db_);
@@ -801,6 +805,11 @@ Status WriteBatch::StartChunks(std::vector<OwnedChunk> chunks) {
     // computing it here keeps the reading thread free.
     if (raw->want_crc32[i]) raw->prep[i].crc32 = Crc32(r.raw);
     PrepareChunk(*st, r, &raw->prep[i]);
+    // Float tensor chunks (StartChunks is the tensor path; derived residuals
+    // and generic chunks never serve as delta bases).
+    if (r.elem_width > 1 && raw->prep[i].status.ok() && !raw->prep[i].exists) {
+      st->CacheFresh(raw->prep[i].digest, r.raw);
+    }
   });
   pending_ = std::move(p);
   return Status::OK();

@@ -98,6 +98,7 @@ Result<std::optional<TensorObject>> Ingester::FindTensor(const Digest& d) {
 
 Status Ingester::AddGenericBytes(const formats::RandomAccess& src, uint64_t offset, uint64_t nbytes,
                                  Hasher* file_hash, std::vector<Extent>* extents) {
+  LFS_RETURN_IF_ERROR(FinishTail());
   std::string buf;
   std::string piece;
   uint64_t pos = offset, end = offset + nbytes;
@@ -171,14 +172,17 @@ Result<Digest> Ingester::AddTensorData(const std::string& name, formats::DType d
   }
 
   // Pick the parent tensor to delta against: by name (then shape), same
-  // dtype; with several parents, the one whose first chunk encodes smallest.
+  // dtype; with several parents, the one whose first chunk differs from ours
+  // in the fewest bytes (a cheap stand-in for the smallest delta: encoding
+  // the chunk against every candidate tripled the work on small tensors).
   std::optional<TensorObject> base;
   {
-    std::string first;
+    std::string first, xored;
     if (cands.size() > 1 && nbytes > 0) {
       LFS_RETURN_IF_ERROR(src.ReadAt(offset, std::min<uint64_t>(cb, nbytes), &first));
+      xored.resize(first.size());
     }
-    size_t best_size = SIZE_MAX;
+    size_t best_nonzero = SIZE_MAX;
     for (const auto& c : cands) {
       if (c.dtype != dtype) continue;
       auto t = FindTensor(c.object);
@@ -192,12 +196,9 @@ Result<Digest> Ingester::AddTensorData(const std::string& name, formats::DType d
       }
       auto braw = batch_.store().ReadChunk((*t)->chunks[0]);
       if (!braw.ok() || (*braw)->size() != first.size()) continue;
-      std::string_view bv(**braw);
-      codec::EncodeOptions eo;
-      eo.elem_width = elem_width;
-      size_t sz = codec::Encode(first, eo, &bv).payload.size();
-      if (sz < best_size) {
-        best_size = sz;
+      size_t nonzero = XorCountNonzero(first.data(), (*braw)->data(), first.size(), xored.data());
+      if (nonzero < best_nonzero) {
+        best_nonzero = nonzero;
         base = **t;
       }
     }
@@ -211,14 +212,15 @@ Result<Digest> Ingester::AddTensorData(const std::string& name, formats::DType d
   obj.elem_width = static_cast<uint8_t>(elem_width);
   // Two batches in flight: this thread reads and hashes batch k+1 while the
   // workers encode batch k (FinishChunks then lets it help with the rest).
-  std::vector<std::string> spare;
+  // The last batch stays in flight into the next tensor (most tensors are one
+  // batch): see FinishTail.
   std::vector<uint32_t> crcs;
   std::vector<size_t> pending_lens;
   uint64_t pos = 0, pending_bytes = 0;
   size_t issued = 0;
   bool pending = false;
   auto finish = [&]() -> Status {
-    LFS_ASSIGN_OR_RETURN(auto digests, batch_.FinishChunks(&spare, &crcs));
+    LFS_ASSIGN_OR_RETURN(auto digests, batch_.FinishChunks(&spare_, &crcs));
     obj.chunks.insert(obj.chunks.end(), digests.begin(), digests.end());
     for (size_t i = 0; i < crcs.size(); i++) crc = Crc32Combine(crc, crcs[i], pending_lens[i]);
     Progress(pending_bytes);
@@ -232,9 +234,9 @@ Result<Digest> Ingester::AddTensorData(const std::string& name, formats::DType d
     for (size_t k = 0; k < kChunksPerBatch && pos < nbytes; k++) {
       size_t n = static_cast<size_t>(std::min<uint64_t>(cb, nbytes - pos));
       OwnedChunk c;
-      if (!spare.empty()) {
-        c.raw = std::move(spare.back());
-        spare.pop_back();
+      if (!spare_.empty()) {
+        c.raw = std::move(spare_.back());
+        spare_.pop_back();
       }
       LFS_RETURN_IF_ERROR(src.ReadAt(offset + pos, n, &c.raw));
       th.Update(c.raw.data(), n);
@@ -249,12 +251,12 @@ Result<Digest> Ingester::AddTensorData(const std::string& name, formats::DType d
       batch_bytes += n;
     }
     if (pending) LFS_RETURN_IF_ERROR(finish());
+    LFS_RETURN_IF_ERROR(FinishTail());
     LFS_RETURN_IF_ERROR(batch_.StartChunks(std::move(chunks)));
     pending = true;
     pending_bytes = batch_bytes;
     pending_lens = std::move(lens);
   }
-  if (pending) LFS_RETURN_IF_ERROR(finish());
   obj.crc32 = crc;
   Digest d = th.Finish();
   stats->tensors++;
@@ -264,12 +266,35 @@ Result<Digest> Ingester::AddTensorData(const std::string& name, formats::DType d
     for (const auto& c : obj.chunks) batch_.AddRef(c, -1);
     stats->tensors_deduped++;
   } else if (existing) {
+    if (pending) LFS_RETURN_IF_ERROR(finish());  // nothing may be left in flight
     return Status::Corruption("XXH3-128 collision between tensors of different length: " + d.Hex());
   } else {
     new_tensors_[d] = std::move(obj);
   }
+  if (pending) {
+    tail_ = Tail{d, existing.has_value(), std::move(pending_lens), pending_bytes};
+  }
   tensor_refs_[d] += 1;
   return d;
+}
+
+Status Ingester::FinishTail() {
+  if (!tail_) return Status::OK();
+  Tail t = std::move(*tail_);
+  tail_.reset();
+  std::vector<uint32_t> crcs;
+  LFS_ASSIGN_OR_RETURN(auto digests, batch_.FinishChunks(&spare_, &crcs));
+  if (t.release) {
+    for (const auto& c : digests) batch_.AddRef(c, -1);
+  } else {
+    TensorObject& obj = new_tensors_.at(t.tensor);
+    obj.chunks.insert(obj.chunks.end(), digests.begin(), digests.end());
+    for (size_t i = 0; i < crcs.size(); i++) {
+      obj.crc32 = Crc32Combine(obj.crc32, crcs[i], t.lens[i]);
+    }
+  }
+  Progress(t.bytes);
+  return Status::OK();
 }
 
 namespace {
@@ -355,32 +380,46 @@ std::vector<TensorObject> Ingester::DerivationCandidates(const std::string& name
     if (c.dtype == dtype && (width == 2 || width == 4) && MostlyZeros(src, offset, nbytes, width)) {
       const uint32_t mag_mask = width == 4 ? 0x7fffffffu : 0x7fffu;
       auto parent = Committed(store, c.object);
-      std::string child, par;
-      uint32_t threshold = 0;
-      uint64_t zeroed = 0, kept_other = 0, seen = 0;
-      bool ok = true;
-      for (uint64_t pos = 0; pos < nbytes && ok; pos += proto.chunk_bytes) {
+      struct ChunkScan {
+        bool ok = false;
+        uint32_t threshold = 0;
+        uint64_t zeroed = 0, kept_other = 0, seen = 0;
+      };
+      auto scan = [&](uint64_t pos) {
+        ChunkScan r;
         size_t n = static_cast<size_t>(std::min<uint64_t>(proto.chunk_bytes, nbytes - pos));
-        par.resize(n);
+        std::string child, par(n, '\0');
         auto got = ObjectReader::ReadTensor(store, *parent, pos, n, par.data());
-        if (!src.ReadAt(offset + pos, n, &child).ok() || !got.ok() || *got != n) {
-          ok = false;
-          break;
-        }
+        if (!src.ReadAt(offset + pos, n, &child).ok() || !got.ok() || *got != n) return r;
         for (size_t i = 0; i < n; i += width) {
           uint32_t x = 0, y = 0;
           std::memcpy(&x, child.data() + i, width);
           std::memcpy(&y, par.data() + i, width);
           if (x == 0 && y != 0) {
-            threshold = std::max(threshold, y & mag_mask);
-            zeroed++;
+            r.threshold = std::max(r.threshold, y & mag_mask);
+            r.zeroed++;
           } else if (x != y) {
-            kept_other++;
+            r.kept_other++;
           }
         }
-        seen += n / width;
-        // Decided by the first chunk: mostly zeroed or copied, or not a prune.
-        if (pos == 0 && (zeroed * 8 < seen || kept_other * 8 > seen)) ok = false;
+        r.seen = n / width;
+        r.ok = true;
+        return r;
+      };
+      // Decided by the first chunk: mostly zeroed or copied, or not a prune;
+      // the rest (for the threshold) on all cores.
+      ChunkScan first = parent ? scan(0) : ChunkScan{};
+      bool ok = first.ok && first.zeroed * 8 >= first.seen && first.kept_other * 8 <= first.seen;
+      uint32_t threshold = first.threshold;
+      const uint64_t nchunks = (nbytes + proto.chunk_bytes - 1) / proto.chunk_bytes;
+      if (ok && nchunks > 1) {
+        std::vector<ChunkScan> rest(nchunks - 1);
+        store.ParallelFor(rest.size(),
+                          [&](size_t i) { rest[i] = scan((i + 1) * uint64_t{proto.chunk_bytes}); });
+        for (const auto& r : rest) {
+          ok &= r.ok;
+          threshold = std::max(threshold, r.threshold);
+        }
       }
       if (ok) {
         TensorObject p = proto;
@@ -414,20 +453,32 @@ std::vector<TensorObject> Ingester::DerivationCandidates(const std::string& name
         }
         // Per tensor: the scale needs one pass over the parent.
         auto parent = Committed(store, c.object);
-        std::string par;
-        float amax = 0;
+        const uint64_t piece = 4 * uint64_t{proto.chunk_bytes};
+        const size_t pieces = static_cast<size_t>((parent->nbytes + piece - 1) / piece);
+        std::vector<float> piece_amax(pieces, 0.0f);
+        std::vector<char> piece_ok(pieces, 0);
+        if (qmax > 0) {
+          store.ParallelFor(pieces, [&](size_t k) {
+            uint64_t pos = k * piece;
+            size_t n = static_cast<size_t>(std::min<uint64_t>(piece, parent->nbytes - pos));
+            std::string par(n, '\0');
+            auto got = ObjectReader::ReadTensor(store, *parent, pos, n, par.data());
+            if (!got.ok() || *got != n) return;
+            float m = 0;
+            for (size_t i = 0; i + 4 <= n; i += 4) {
+              float f;
+              std::memcpy(&f, par.data() + i, 4);
+              m = std::max(m, std::fabs(f));
+            }
+            piece_amax[k] = m;
+            piece_ok[k] = 1;
+          });
+        }
         bool ok = qmax > 0;
-        for (uint64_t pos = 0; pos < parent->nbytes && ok; pos += 4 * proto.chunk_bytes) {
-          size_t n =
-              static_cast<size_t>(std::min<uint64_t>(4 * proto.chunk_bytes, parent->nbytes - pos));
-          par.resize(n);
-          auto got = ObjectReader::ReadTensor(store, *parent, pos, n, par.data());
-          if (!got.ok() || *got != n) ok = false;
-          for (size_t i = 0; ok && i + 4 <= n; i += 4) {
-            float f;
-            std::memcpy(&f, par.data() + i, 4);
-            amax = std::max(amax, std::fabs(f));
-          }
+        float amax = 0;
+        for (size_t k = 0; k < pieces; k++) {
+          ok &= piece_ok[k] != 0;
+          amax = std::max(amax, piece_amax[k]);
         }
         if (ok) {
           float scale = amax / static_cast<float>(qmax);
@@ -468,6 +519,7 @@ Result<std::optional<TensorObject>> Ingester::TryDerive(const TensorObject& prot
                                                         uint64_t offset, uint64_t nbytes,
                                                         Hasher* tensor_hash, Hasher* file_hash,
                                                         uint32_t* crc) {
+  LFS_RETURN_IF_ERROR(FinishTail());
   const uint32_t cb = opts_.tensor_chunk_bytes;
   Store& store = batch_.store();
   TensorObject obj = proto;
@@ -590,6 +642,7 @@ Result<IngestedFile> Ingester::AddFile(const std::string& name, const formats::R
   if (pos < out.size) {
     LFS_RETURN_IF_ERROR(AddGenericBytes(src, pos, out.size - pos, &file_hash, &recipe.extents));
   }
+  LFS_RETURN_IF_ERROR(FinishTail());
   // Tensor index of the file.
   std::map<std::string, uint64_t> range_offset;
   for (const auto& r : parsed.ranges) range_offset[r.key] = r.offset;
@@ -640,6 +693,7 @@ Result<IngestedFile> Ingester::AddFile(const std::string& name, const formats::R
 }
 
 Status Ingester::Apply(WriteTxn& txn) {
+  if (tail_) return Status::InvalidArgument("Apply while a tensor is still being encoded");
   for (const auto& [d, t] : new_tensors_) {
     LFS_ASSIGN_OR_RETURN(auto existing, GetTensor(txn, d));
     if (existing) {

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -102,6 +103,19 @@ class Ingester {
                                                  const formats::RandomAccess& src, uint64_t offset,
                                                  uint64_t nbytes);
   void Progress(uint64_t n);
+  // Waits for the last batch of the previous tensor (left encoding so that
+  // reading the next tensor overlaps it) and completes that tensor's record.
+  Status FinishTail();
+
+  // The previous tensor's last chunks, still on the workers.
+  struct Tail {
+    Digest tensor;
+    bool release = false;  // the tensor was stored already: drop these chunks' refs
+    std::vector<size_t> lens;
+    uint64_t bytes = 0;
+  };
+  std::optional<Tail> tail_;
+  std::vector<std::string> spare_;  // chunk buffers handed back by the batch
 
   WriteBatch& batch_;
   IngestOptions opts_;

@@ -193,6 +193,10 @@ class Store {
   // Total bytes in pack files (committed lengths) and live frame bytes.
   Status PackUsage(uint64_t* pack_bytes, uint64_t* live_bytes) const;
 
+  // Internal (WriteBatch): a chunk just encoded goes into the decoded cache,
+  // since the next checkpoint of a model is delta-encoded against it (saves
+  // decoding it back through its own delta chain).
+  void CacheFresh(const Digest& d, std::string_view raw);
   // Internal (WriteBatch): reads a frame without the cache.
   Result<std::string> ReadFrame(const ChunkEntry& e) const;
   std::string PackPath(uint64_t id) const;
