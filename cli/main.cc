@@ -1,10 +1,16 @@
 // lineagefs: one binary, git-style subcommands; the store path comes first.
+#include <malloc.h>
+
 #include <cstdio>
 
 #include "cli/cli.h"
 #include "store/log.h"
 
 int main(int argc, char** argv) {
+  // Imports churn through 1 MiB buffers: keep them in the heap instead of
+  // mmap'ing (and zero-faulting) each one; at most 64 MiB stays free on top.
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 64 << 20);
   CLI::App app{"lineagefs: a filesystem for families of ML models", "lineagefs"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "lineagefs 0.1");
