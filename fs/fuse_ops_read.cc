@@ -148,6 +148,7 @@ void op_readlink(fuse_req_t req, fuse_ino_t ino) {
 
 // A directory listing is taken whole at opendir, so offsets stay valid.
 struct DirHandle {
+  std::string path;
   std::vector<DirEntry> entries;
 };
 
@@ -157,6 +158,7 @@ int do_opendir(Daemon& d, fuse_ino_t ino, fuse_file_info* fi) {
   auto entries = d.ns->ReadDir(*p);
   if (!entries.ok()) return LogErrno("opendir", *p, entries.status());
   auto* h = new DirHandle;
+  h->path = *p;
   auto self = d.ns->GetAttr(*p);
   Attr dot = self.ok() ? *self : Attr{};
   dot.mode = S_IFDIR;
@@ -192,6 +194,47 @@ void op_readdir(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_in
                                     &st, static_cast<off_t>(i + 1));
     if (need > size - used) break;
     used += need;
+  }
+  fuse_reply_buf(req, buf.data(), used);
+}
+
+// Entries with their attributes: `ls -l` and `find -type` then need no
+// lookup per entry. Every entry but "." and ".." counts as a kernel lookup, so
+// an entry is remembered only once it is sure to fit in the reply.
+void op_readdirplus(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
+  Daemon& d = *GetDaemon(req);
+  auto* h = reinterpret_cast<DirHandle*>(fi->fh);
+  std::vector<char> buf(size);
+  size_t used = 0;
+  for (size_t i = static_cast<size_t>(off); i < h->entries.size(); i++) {
+    const DirEntry& de = h->entries[i];
+    const char* name = de.name.c_str();
+    size_t need = fuse_add_direntry_plus(req, nullptr, 0, name, nullptr, 0);
+    if (need > size - used) break;
+    fuse_entry_param e;
+    std::memset(&e, 0, sizeof e);
+    bool dots = de.name == "." || de.name == "..";
+    if (dots || !de.attr.immutable) {
+      // No attributes (ino 0: the kernel links nothing and counts no lookup);
+      // a draft's entries are looked up afresh, their sizes change.
+      e.attr.st_ino = de.attr.ino;
+      e.attr.st_mode = de.attr.mode;
+    } else {
+      std::string path = JoinPath(h->path, de.name);
+      if (d.inodes.Remember(de.attr.ino, path)) {
+        e.ino = de.attr.ino;
+        e.generation = 1;
+        FillStat(de.attr, &e.attr);
+        e.attr_timeout = kImmutableTimeout;
+        e.entry_timeout = kImmutableTimeout;
+      } else {
+        LogError("inode number collision on " + path);
+        e.attr.st_ino = de.attr.ino;
+        e.attr.st_mode = de.attr.mode;
+      }
+    }
+    used += fuse_add_direntry_plus(req, buf.data() + used, size - used, name, &e,
+                                   static_cast<off_t>(i + 1));
   }
   fuse_reply_buf(req, buf.data(), used);
 }
@@ -280,6 +323,7 @@ void AddReadOps(fuse_lowlevel_ops* ops) {
   ops->readlink = op_readlink;
   ops->opendir = op_opendir;
   ops->readdir = op_readdir;
+  ops->readdirplus = op_readdirplus;
   ops->releasedir = op_releasedir;
   ops->statfs = op_statfs;
   ops->getxattr = op_getxattr;
