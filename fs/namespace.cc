@@ -1,6 +1,7 @@
 #include "fs/namespace.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <ctime>
 #include <nlohmann/json.hpp>
@@ -230,6 +231,9 @@ class VersionView {
   std::map<std::string, ViewFileSpec> views;
   std::map<std::string, TensorRef> parent_tensors;  // first parent (or predecessor), by name
   bool has_parent_tensors = false;
+  // Approximate heap bytes of what the Ensure* calls built (the view cache is
+  // bounded by it): a 1000-tensor version's tensors/ and .pt view are ~1.4 MB.
+  std::atomic<size_t> bytes{0};
 
  private:
   std::once_flag tensors_once_, views_once_, parent_once_;
@@ -237,6 +241,13 @@ class VersionView {
 };
 
 namespace {
+
+// Allocation overhead of a small heap object or map node, roughly.
+constexpr size_t kNodeBytes = 64;
+
+size_t RefBytes(const TensorRef& r) {
+  return sizeof(TensorRef) + r.name.capacity() + (r.shape.capacity() + r.stride.capacity()) * 8;
+}
 
 const std::set<std::string>& ReservedVersionNames() {
   static const std::set<std::string> names = {"tensors", "views", "children", "parent"};
@@ -298,13 +309,25 @@ Status VersionView::EnsureTensors(Store&, lineage::Lineage& lin) {
               file.substr(0, dot) + "~" + Hex8(Hash64(name.data(), name.size())) + file.substr(dot);
         }
         entries[file] = static_cast<int>(tensors.size());
+        bytes += RefBytes(spec.ref) + spec.header.capacity() + 2 * kNodeBytes + 2 * file.size() +
+                 dir.size();
         tensors.push_back(std::move(spec));
       }
+      bytes += tensors.capacity() * sizeof(TensorFileSpec);
       return Status::OK();
     }();
   });
   return tensors_status_;
 }
+
+namespace {
+size_t LayoutBytes(const ViewFileSpec& vs) {
+  size_t b = vs.layout.segments.capacity() * sizeof(formats::ViewSegment);
+  for (const auto& seg : vs.layout.segments) b += seg.literal.capacity();
+  for (const auto& r : vs.tensors) b += RefBytes(r);
+  return b;
+}
+}  // namespace
 
 Status VersionView::EnsureViews(Store& store) {
   std::call_once(views_once_, [&] {
@@ -327,6 +350,7 @@ Status VersionView::EnsureViews(Store& store) {
           if (!lay.ok()) continue;
           vs.layout = std::move(lay).value();
           vs.tensors = refs;
+          bytes += LayoutBytes(vs);
           views[stem + ".safetensors"] = std::move(vs);
         } else if (recipe->format == formats::Format::kSafetensors) {
           std::vector<formats::TorchZipTensor> entries;
@@ -344,6 +368,7 @@ Status VersionView::EnsureViews(Store& store) {
           if (!lay.ok()) continue;
           vs.layout = std::move(lay).value();
           vs.tensors = refs;
+          bytes += LayoutBytes(vs);
           views[stem + ".pt"] = std::move(vs);
         }
       }
@@ -371,6 +396,9 @@ void VersionView::EnsureParent(lineage::Lineage& lin) {
         if (pidx.ok()) {
           parent_tensors = std::move(pidx).value();
           has_parent_tensors = true;
+          size_t b = 0;
+          for (const auto& [name, ref] : parent_tensors) b += name.capacity() + RefBytes(ref);
+          bytes += b + parent_tensors.size() * kNodeBytes;
         }
       }
     }
@@ -438,7 +466,11 @@ Result<std::shared_ptr<VersionView>> Namespace::View(const std::string& model,
     if (!raw) return Status::NotFound("no version " + key);
     record = std::string(*raw);
   }
-  if (cached && cached->record == record) return cached;
+  if (cached && cached->record == record) {
+    std::lock_guard<std::mutex> l(mu_);
+    TrimViewsLocked();
+    return cached;
+  }
   LFS_ASSIGN_OR_RETURN(Version v, lineage::DecodeVersion(record));
   LFS_ASSIGN_OR_RETURN(auto view, BuildView(v, record));
   std::lock_guard<std::mutex> l(mu_);
@@ -449,11 +481,29 @@ Result<std::shared_ptr<VersionView>> Namespace::View(const std::string& model,
   }
   lru_.push_front(key);
   views_[key] = {view, lru_.begin()};
-  while (views_.size() > opts_.max_cached_versions) {
-    views_.erase(lru_.back());
+  TrimViewsLocked();
+  return view;
+}
+
+std::pair<size_t, size_t> Namespace::view_cache_usage() {
+  std::lock_guard<std::mutex> l(mu_);
+  return {views_.size(), cached_view_bytes_};
+}
+
+// Views grow after they are cached (their parts are built on first use), so
+// the byte bound is applied on every View() call, not only on insertion. The
+// most recent view always stays.
+void Namespace::TrimViewsLocked() {
+  size_t total = 0;
+  for (const auto& [key, e] : views_) total += e.first->bytes.load(std::memory_order_relaxed);
+  while (views_.size() > 1 &&
+         (views_.size() > opts_.max_cached_versions || total > opts_.max_view_bytes)) {
+    auto it = views_.find(lru_.back());
+    total -= it->second.first->bytes.load(std::memory_order_relaxed);
+    views_.erase(it);
     lru_.pop_back();
   }
-  return view;
+  cached_view_bytes_ = total;
 }
 
 Result<Node> Namespace::Resolve(const std::string& path) {

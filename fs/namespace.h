@@ -88,6 +88,10 @@ class Namespace {
  public:
   struct Options {
     size_t max_cached_versions = 256;
+    // Bound on the cached versions' views (tensor listings, synthesized
+    // checkpoint layouts), approximate heap bytes; the most recent view is
+    // kept whatever its size.
+    size_t max_view_bytes = 32 << 20;
     uid_t uid = 0;  // the mounting user: owns everything but others' drafts
     gid_t gid = 0;
     // The root and model folders are 01777 (like /tmp): with allow_other,
@@ -114,6 +118,8 @@ class Namespace {
   // Drops cached views of a version (after the write side changed it).
   void Invalidate(const std::string& model, const std::string& version);
   const Options& options() const { return opts_; }
+  // Cached version views and their approximate bytes (as of the last lookup).
+  std::pair<size_t, size_t> view_cache_usage();
 
   Result<Node> Resolve(const std::string& path);
   // Kind, version and name of a path, for the write side.
@@ -127,6 +133,7 @@ class Namespace {
 
  private:
   Result<std::shared_ptr<VersionView>> View(const std::string& model, const std::string& version);
+  void TrimViewsLocked();  // mu_ held
   Attr MakeAttr(const std::string& path, const Node& n);
 
   Store& store_;
@@ -138,6 +145,7 @@ class Namespace {
   std::unordered_map<std::string,
                      std::pair<std::shared_ptr<VersionView>, std::list<std::string>::iterator>>
       views_;
+  size_t cached_view_bytes_ = 0;  // as of the last trim
 };
 
 // "parent" -> 0, "parent.N" -> N for 1 <= N < 1000 written without leading

@@ -331,6 +331,34 @@ TEST_F(NamespaceTest, TensorFolders) {
   ASSERT_OK(ns_->GetAttr("/ft/v1/tensors/extra.scale.npy"));
 }
 
+// The cached views are bounded in bytes: a walk with a budget below what the
+// versions' views take evicts and rebuilds them, and sees the same tree.
+TEST_F(NamespaceTest, ViewCacheIsBoundedInBytes) {
+  std::vector<std::pair<std::string, Attr>> full;
+  Walk("/", &full);
+  auto [views, bytes] = ns_->view_cache_usage();
+  EXPECT_EQ(views, 3u);
+  ASSERT_GT(bytes, 0u);
+  std::string npy = ReadFile("/base/v1/tensors/embed.weight.npy");
+
+  Namespace::Options small;
+  small.max_view_bytes = bytes / 3;
+  ns_ = std::make_unique<Namespace>(*store_, *lin_, small);
+  std::vector<std::pair<std::string, Attr>> bounded;
+  Walk("/", &bounded);
+  ASSERT_EQ(bounded.size(), full.size());
+  for (size_t i = 0; i < full.size(); i++) {
+    EXPECT_EQ(bounded[i].first, full[i].first);
+    EXPECT_EQ(bounded[i].second.ino, full[i].second.ino) << full[i].first;
+    EXPECT_EQ(bounded[i].second.size, full[i].second.size) << full[i].first;
+  }
+  auto [v2, b2] = ns_->view_cache_usage();
+  EXPECT_LT(v2, 3u);
+  EXPECT_TRUE(v2 == 1 || b2 <= small.max_view_bytes) << v2 << " views, " << b2 << " bytes";
+  // An evicted version's files read the same after its view is rebuilt.
+  EXPECT_EQ(ReadFile("/base/v1/tensors/embed.weight.npy"), npy);
+}
+
 TEST_F(NamespaceTest, SizesEqualBytesRead) {
   std::vector<std::pair<std::string, Attr>> all;
   Walk("/", &all);
