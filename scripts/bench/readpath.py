@@ -619,11 +619,12 @@ def report(R):
                        s["versions"], fmt_b(s["peak_rss"]), g["versions"], fmt_b(g["peak_rss"]),
                        g["peak_rss"] / s["peak_rss"]))
         if "peak_anon" in s and "peak_anon" in g:
-            out.append("  many versions, peak RssAnon (cache_mb=%d): %d versions %s, %d versions %s;"
-                       " %d versions = cache + %s" % (
+            over = g["peak_anon"] - g["cache_bytes"]
+            out.append("  many versions, peak RssAnon (cache_mb=%d): %d versions %s, %d versions %s"
+                       " (%s)" % (
                            g["cache_bytes"] // MiB, s["versions"], fmt_b(s["peak_anon"]),
-                           g["versions"], fmt_b(g["peak_anon"]), g["versions"],
-                           fmt_b(max(0, g["peak_anon"] - g["cache_bytes"]))))
+                           g["versions"], fmt_b(g["peak_anon"]),
+                           "cache + " + fmt_b(over) if over > 0 else "below the cache size"))
     cache = R.get("cache", {})
     if cache:
         out.append(line)
