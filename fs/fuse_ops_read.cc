@@ -81,12 +81,13 @@ int do_lookup(Daemon& d, fuse_ino_t parent, const char* name, fuse_entry_param* 
   return LookupEntry(d, JoinPath(*dir, name), e);
 }
 void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  Daemon& d = *GetDaemon(req);
   fuse_entry_param e;
-  int err = do_lookup(*GetDaemon(req), parent, name, &e);
+  int err = do_lookup(d, parent, name, &e);
   if (err) {
     fuse_reply_err(req, err);
-  } else {
-    fuse_reply_entry(req, &e);
+  } else if (fuse_reply_entry(req, &e) != 0) {
+    d.inodes.Forget(e.ino, 1);  // never delivered (interrupted): the kernel holds nothing
   }
 }
 
@@ -205,6 +206,7 @@ void op_readdirplus(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_fil
   Daemon& d = *GetDaemon(req);
   auto* h = reinterpret_cast<DirHandle*>(fi->fh);
   std::vector<char> buf(size);
+  std::vector<fuse_ino_t> remembered;
   size_t used = 0;
   for (size_t i = static_cast<size_t>(off); i < h->entries.size(); i++) {
     const DirEntry& de = h->entries[i];
@@ -222,6 +224,7 @@ void op_readdirplus(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_fil
     } else {
       std::string path = JoinPath(h->path, de.name);
       if (d.inodes.Remember(de.attr.ino, path)) {
+        remembered.push_back(de.attr.ino);
         e.ino = de.attr.ino;
         e.generation = 1;
         FillStat(de.attr, &e.attr);
@@ -236,7 +239,9 @@ void op_readdirplus(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_fil
     used += fuse_add_direntry_plus(req, buf.data() + used, size - used, name, &e,
                                    static_cast<off_t>(i + 1));
   }
-  fuse_reply_buf(req, buf.data(), used);
+  if (fuse_reply_buf(req, buf.data(), used) != 0) {
+    for (fuse_ino_t ino : remembered) d.inodes.Forget(ino, 1);  // never delivered
+  }
 }
 
 void op_releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {

@@ -55,8 +55,11 @@ Status EnvFileAccess::ReadAt(uint64_t off, size_t n, std::string* out) const {
   }
   constexpr uint64_t kAhead = 32 << 20;
   uint64_t hinted = hinted_.load(std::memory_order_relaxed);
-  if (off + n + kAhead / 2 > hinted) {
-    uint64_t from = std::max(hinted, off), to = std::min(size_, off + n + kAhead);
+  // Far behind the window: a new pass (a zip is parsed from its directory at
+  // the end, then read from the front).
+  const bool behind = off + n + kAhead < hinted;
+  if (behind || off + n + kAhead / 2 > hinted) {
+    uint64_t from = behind ? off : std::max(hinted, off), to = std::min(size_, off + n + kAhead);
     if (to > from && hinted_.compare_exchange_strong(hinted, to)) f_->WillNeed(from, to - from);
   }
   out->resize(n);
@@ -285,7 +288,13 @@ Status Ingester::FinishTail() {
   Tail t = std::move(*tail_);
   tail_.reset();
   std::vector<uint32_t> crcs;
-  LFS_ASSIGN_OR_RETURN(auto digests, batch_.FinishChunks(&spare_, &crcs));
+  auto finished = batch_.FinishChunks(&spare_, &crcs);
+  if (!finished.ok()) {
+    // The tensor's record lacks its last chunks: nothing of this pass may be applied.
+    failed_ = finished.status();
+    return failed_;
+  }
+  const std::vector<Digest>& digests = *finished;
   if (t.release) {
     for (const auto& c : digests) batch_.AddRef(c, -1);
   } else {
@@ -707,6 +716,7 @@ Result<IngestedFile> Ingester::AddFile(const std::string& name, const formats::R
 
 Status Ingester::Apply(WriteTxn& txn) {
   if (tail_) return Status::InvalidArgument("Apply while a tensor is still being encoded");
+  LFS_RETURN_IF_ERROR(failed_);
   for (const auto& [d, t] : new_tensors_) {
     LFS_ASSIGN_OR_RETURN(auto existing, GetTensor(txn, d));
     if (existing) {

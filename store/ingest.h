@@ -115,6 +115,7 @@ class Ingester {
     uint64_t bytes = 0;
   };
   std::optional<Tail> tail_;
+  Status failed_;                   // a tail that could not be finished: Apply refuses
   std::vector<std::string> spare_;  // chunk buffers handed back by the batch
 
   WriteBatch& batch_;

@@ -78,6 +78,7 @@ class IngestTest : public ::testing::Test {
     return *f;
   }
   std::string ReadAll(const Digest& file) {
+    store_->DropCache();  // ingest leaves fresh chunks there: read through the packs
     auto r = FileReader::Open(*store_, file);
     EXPECT_TRUE(r.ok());
     std::string out((*r)->size(), '\0');
@@ -274,6 +275,23 @@ TEST_F(IngestTest, MultiBatchTensorsKeepOrderHashAndCrc) {
   ExpectFsckClean();
 }
 
+// Tied weights: the second copy is found among this file's own new tensors,
+// whose last chunks may still be encoding.
+TEST_F(IngestTest, IdenticalTensorsInOneFileAreStoredOnce) {
+  std::string w = Weights(3 << 18, 21);  // 3 MiB
+  std::string bytes =
+      Safetensors({{"embed", formats::DType::kF32, {3 << 18}, w},
+                   {"head", formats::DType::kF32, {3 << 18}, w},
+                   {"other", formats::DType::kF32, {3 << 18}, Weights(3 << 18, 22)}});
+  uint64_t before = PackBytes();
+  auto f = Ingest("m.safetensors", bytes);
+  EXPECT_EQ(f.tensors, 3u);
+  EXPECT_EQ(f.tensors_deduped, 1u);
+  EXPECT_LT(PackBytes() - before, 2 * w.size() + (64u << 10));  // two tensors' worth, not three
+  EXPECT_EQ(ReadAll(f.digest), bytes);
+  ExpectFsckClean();
+}
+
 TEST_F(IngestTest, FineTunedChildIsDeltaEncodedSmallerThanAlone) {
   std::string w = Weights(1 << 19, 5);
   auto parent = Ingest("p.safetensors", Safetensors({{"x", formats::DType::kF32, {1 << 19}, w}}));
@@ -343,9 +361,9 @@ TEST_F(IngestTest, MergeIsTheMeanOfTwoParents) {
 }
 
 TEST_F(IngestTest, MagnitudePrunedCopyIsParentWithZeros) {
-  const size_t n = 1 << 19;
+  const size_t n = 1 << 20;  // 4 MiB: the threshold scan spans 4 chunks
   std::string w = Weights(n, 13);
-  auto p = Ingest("p.safetensors", Safetensors({{"x", formats::DType::kF32, {512, 1024}, w}}));
+  auto p = Ingest("p.safetensors", Safetensors({{"x", formats::DType::kF32, {1024, 1024}, w}}));
   DeltaBases bases = BasesOf({p.digest});
   // torch: the n/2 smallest |w| (stable order) set to +0.0.
   std::vector<size_t> idx(n);
@@ -357,8 +375,8 @@ TEST_F(IngestTest, MagnitudePrunedCopyIsParentWithZeros) {
   // Zeros in the same places but other values kept: not a pruned copy.
   std::string other = Perturbed(pruned, 14);
   for (size_t k = 0; k < n / 2; k++) SetF(&other, idx[k], 0.0f);
-  ExpectFallback(Safetensors({{"x", formats::DType::kF32, {512, 1024}, other}}), bases);
-  ExpectDerivedHit(Safetensors({{"x", formats::DType::kF32, {512, 1024}, pruned}}), bases, "x",
+  ExpectFallback(Safetensors({{"x", formats::DType::kF32, {1024, 1024}, other}}), bases);
+  ExpectDerivedHit(Safetensors({{"x", formats::DType::kF32, {1024, 1024}, pruned}}), bases, "x",
                    Derivation::kPrune);
 }
 
