@@ -311,7 +311,7 @@ struct Store::Decoders {
     cv.notify_one();
   }
   void Loop() {
-    on_decoder_thread = true;
+    current = this;
     std::unique_lock<std::mutex> l(mu);
     for (;;) {
       cv.wait(l, [&] { return stop || !demand.empty() || !prefetch.empty(); });
@@ -329,12 +329,25 @@ struct Store::Decoders {
       Digest d = prefetch.front();
       prefetch.pop_front();
       l.unlock();
-      (void)store->ReadChunk(d);  // errors surface to the reader that needs the bytes
+      Prefetch(d);
       l.lock();
       queued.erase(d);
     }
   }
-  static thread_local bool on_decoder_thread;
+  // Errors surface to the reader that needs the bytes.
+  void Prefetch(const Digest& d) {
+    if (!store->cache_->Peek(d)) (void)LoadHere(d, 0, /*skip_if_loading=*/true);
+  }
+  // Loads d on this (decoder) thread, as the registered flight when nobody
+  // else is loading it, so that readers wait for this decode instead of
+  // queueing a second one (a reader catching up with the prefetcher). When
+  // someone is, it decodes the chunk too rather than wait (decoders never
+  // wait for one another), or, for a prefetch, leaves it to them.
+  Result<std::shared_ptr<const std::string>> LoadHere(const Digest& d, int depth,
+                                                      bool skip_if_loading = false);
+  // The pool this thread decodes for (null on other threads). Not the
+  // store's decoders_: ~Store clears that before these threads are joined.
+  static thread_local Decoders* current;
   Store* store;
   std::mutex mu;
   std::condition_variable cv;
@@ -344,7 +357,7 @@ struct Store::Decoders {
   std::vector<std::thread> threads;
   bool stop = false;
 };
-thread_local bool Store::Decoders::on_decoder_thread = false;
+thread_local Store::Decoders* Store::Decoders::current = nullptr;
 
 struct Store::PackFiles {
   std::mutex mu;
@@ -464,6 +477,26 @@ struct Store::InFlight {
   std::unordered_map<Digest, std::shared_ptr<Flight>> flights;
 };
 
+Result<std::shared_ptr<const std::string>> Store::Decoders::LoadHere(const Digest& d, int depth,
+                                                                     bool skip_if_loading) {
+  std::shared_ptr<Flight> f;
+  {
+    std::lock_guard<std::mutex> l(store->inflight_->mu);
+    auto [it, fresh] = store->inflight_->flights.try_emplace(d);
+    if (fresh) f = it->second = std::make_shared<Flight>();
+  }
+  if (!f) {
+    if (skip_if_loading) return std::shared_ptr<const std::string>();
+    return store->LoadChunk(d, depth);
+  }
+  // A leader that finished between our cache miss and our registration has
+  // already filled the cache.
+  Result<std::shared_ptr<const std::string>> r = store->cache_->Peek(d);
+  if (!*r) r = store->LoadChunk(d, depth);
+  store->FinishLoad(d, /*registered=*/true, f, r);
+  return r;
+}
+
 namespace {
 Result<std::shared_ptr<const std::string>> Await(Store::Flight& f) {
   std::unique_lock<std::mutex> l(f.mu);
@@ -505,7 +538,7 @@ Result<std::shared_ptr<const std::string>> Store::ReadChunkDepth(const Digest& d
   // A decoder thread never waits for another load (they could all end up
   // waiting for jobs queued behind them): it decodes a base itself, even one
   // another thread is decoding already.
-  if (Decoders::on_decoder_thread) return LoadChunk(d, depth);
+  if (Decoders* self = Decoders::current) return self->LoadHere(d, depth);
   std::shared_ptr<Flight> f;
   bool leader = false;
   {

@@ -247,6 +247,33 @@ TEST_F(ChunkStoreTest, ManyReadersOfDeltaChainsThroughFewDecoders) {
   }
 }
 
+// A reader that catches up with the prefetcher waits for its decode rather
+// than decoding the chunk a second time on another decoder thread.
+TEST_F(ChunkStoreTest, ReadOfAChunkBeingPrefetchedDecodesItOnce) {
+  std::vector<Digest> ds;
+  std::vector<std::string> raw;
+  {
+    auto b = store_->BeginWrite();
+    ASSERT_TRUE(b.ok());
+    for (int i = 0; i < 8; i++) {
+      raw.push_back(WeightLike(262144, 500 + i));  // 1 MiB: a decode takes a while
+      ds.push_back(*(*b)->PutChunk(raw.back(), 4));
+    }
+    ASSERT_TRUE((*b)->Commit().ok());
+  }
+  for (int round = 0; round < 5; round++) {
+    store_->DropCache();
+    uint64_t before = store_->cache_stats().loads;
+    for (const auto& d : ds) store_->Prefetch(d);
+    for (size_t i = 0; i < ds.size(); i++) {
+      auto got = store_->ReadChunk(ds[i]);
+      ASSERT_TRUE(got.ok());
+      EXPECT_EQ(**got, raw[i]);
+    }
+    EXPECT_EQ(store_->cache_stats().loads - before, ds.size()) << "round " << round;
+  }
+}
+
 // Prefetches still queued when the store closes are dropped, not run on a
 // store that is gone (ASan would see the use after free).
 TEST_F(ChunkStoreTest, ClosingWithQueuedPrefetchesIsClean) {
