@@ -11,6 +11,7 @@ int main(int argc, char** argv) {
   // mmap'ing (and zero-faulting) each one; at most 64 MiB stays free on top.
   mallopt(M_MMAP_THRESHOLD, 32 << 20);
   mallopt(M_TRIM_THRESHOLD, 64 << 20);
+  mallopt(M_ARENA_MAX, 1);
   CLI::App app{"lineagefs: a filesystem for families of ML models", "lineagefs"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "lineagefs 0.1");

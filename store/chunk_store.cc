@@ -839,8 +839,11 @@ Status WriteBatch::StartChunks(std::vector<OwnedChunk> chunks) {
     if (raw->want_crc32[i]) raw->prep[i].crc32 = Crc32(r.raw);
     PrepareChunk(*st, r, &raw->prep[i]);
     // Float tensor chunks (StartChunks is the tensor path; derived residuals
-    // and generic chunks never serve as delta bases).
-    if (r.elem_width > 1 && raw->prep[i].status.ok() && !raw->prep[i].exists) {
+    // and generic chunks never serve as delta bases), and only those a delta
+    // may still be made against (below the depth bound).
+    const Prepared& pr = raw->prep[i];
+    if (r.elem_width > 1 && pr.status.ok() && !pr.exists &&
+        pr.entry.depth < st->options().max_delta_depth) {
       st->CacheFresh(raw->prep[i].digest, r.raw);
     }
   });
