@@ -618,25 +618,28 @@ Status Lineage::UpdateMetadata(const VersionKey& key,
 
 Result<DeltaBases> Lineage::BasesFor(const Version& v) const {
   DeltaBases bases;
-  std::vector<VersionKey> sources;
-  for (const auto& p : v.parents) {
-    if (!p.tombstone) sources.push_back(p.parent);
-  }
+  std::vector<std::pair<VersionKey, int>> sources;  // with their origin
   // The predecessor (the previous checkpoint of the same model) is usually
   // the closest relative of all: try it first.
-  if (v.predecessor) sources.insert(sources.begin(), VersionKey{v.key.model, *v.predecessor});
+  if (v.predecessor) {
+    sources.emplace_back(VersionKey{v.key.model, *v.predecessor}, DeltaBases::kPredecessor);
+  }
+  int parent_index = 0;
+  for (const auto& p : v.parents) {
+    if (!p.tombstone) sources.emplace_back(p.parent, parent_index++);
+  }
   // The draft's own files come first: a training run saving checkpoint after
   // checkpoint into one draft deltas each against the one before.
   for (const auto& [fname, fe] : v.files) {
     auto r = LoadFile(store_, fe.digest);
     if (!r.ok()) continue;
-    for (const auto& t : r->tensors) bases.Add(t);
+    for (const auto& t : r->tensors) bases.Add(t, DeltaBases::kOwnFiles);
   }
-  for (const auto& k : sources) {
+  for (const auto& [k, origin] : sources) {
     auto pv = GetVersion(k);
     if (!pv.ok()) continue;
     LFS_ASSIGN_OR_RETURN(auto idx, TensorIndex(*pv));
-    for (const auto& [name, ref] : idx) bases.Add(ref);
+    for (const auto& [name, ref] : idx) bases.Add(ref, origin);
   }
   return bases;
 }

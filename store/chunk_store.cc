@@ -410,7 +410,9 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& path, const StoreO
   s->packs_ = std::make_unique<PackFiles>();
   int threads = opts.encode_threads > 0 ? opts.encode_threads
                                         : static_cast<int>(std::thread::hardware_concurrency());
-  s->workers_ = std::make_unique<WorkerPool>(std::max(0, threads - 1));
+  // One worker per core: the ingesting thread mostly reads and hashes ahead
+  // while the workers encode, and helps only when it must wait.
+  s->workers_ = std::make_unique<WorkerPool>(std::max(1, threads));
   s->inflight_ = std::make_unique<InFlight>();
   s->decoders_ = std::make_unique<Decoders>(s.get());
   return s;
@@ -715,8 +717,8 @@ WriteBatch::~WriteBatch() {
 }
 
 void WriteBatch::WaitPending() {
-  if (pending_) Store::WorkerPool::Wait(*pending_->group);
-  pending_.reset();
+  for (auto& p : pending_) Store::WorkerPool::Wait(*p->group);
+  pending_.clear();
 }
 
 Result<std::unique_ptr<WriteBatch>> Store::BeginWrite() {
@@ -813,7 +815,7 @@ Result<Digest> WriteBatch::PutChunk(std::string_view raw, int elem_width,
 
 Result<std::vector<Digest>> WriteBatch::PutChunks(const std::vector<ChunkRequest>& reqs) {
   if (impl_->done) return Status::InvalidArgument("batch already finished");
-  if (pending_) return Status::InvalidArgument("PutChunks while chunks are pending");
+  if (!pending_.empty()) return Status::InvalidArgument("PutChunks while chunks are pending");
   std::vector<Prepared> prep(reqs.size());
   store_->workers().ParallelFor(reqs.size(),
                                 [&](size_t i) { PrepareChunk(*store_, reqs[i], &prep[i]); });
@@ -822,7 +824,6 @@ Result<std::vector<Digest>> WriteBatch::PutChunks(const std::vector<ChunkRequest
 
 Status WriteBatch::StartChunks(std::vector<OwnedChunk> chunks) {
   if (impl_->done) return Status::InvalidArgument("batch already finished");
-  if (pending_) return Status::InvalidArgument("StartChunks while chunks are pending");
   auto p = std::make_unique<Pending>();
   p->chunks = std::move(chunks);
   for (const auto& c : p->chunks) {
@@ -847,14 +848,15 @@ Status WriteBatch::StartChunks(std::vector<OwnedChunk> chunks) {
       st->CacheFresh(raw->prep[i].digest, r.raw);
     }
   });
-  pending_ = std::move(p);
+  pending_.push_back(std::move(p));
   return Status::OK();
 }
 
 Result<std::vector<Digest>> WriteBatch::FinishChunks(std::vector<std::string>* recycled,
                                                      std::vector<uint32_t>* crc32s) {
-  if (!pending_) return Status::InvalidArgument("FinishChunks without StartChunks");
-  std::unique_ptr<Pending> p = std::move(pending_);
+  if (pending_.empty()) return Status::InvalidArgument("FinishChunks without StartChunks");
+  std::unique_ptr<Pending> p = std::move(pending_.front());
+  pending_.pop_front();
   Store::WorkerPool::Wait(*p->group);
   if (crc32s) {
     crc32s->clear();
@@ -1021,7 +1023,7 @@ void WriteBatch::AddRef(const Digest& d, int64_t delta) { impl_->ref_deltas[d] +
 
 Status WriteBatch::Commit(const std::function<Status(WriteTxn&)>& extra) {
   if (impl_->done) return Status::InvalidArgument("batch already finished");
-  if (pending_) {
+  if (!pending_.empty()) {
     WaitPending();
     return Status::InvalidArgument("commit with chunks started but not finished");
   }

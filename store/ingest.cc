@@ -17,6 +17,8 @@ std::string ShapeKey(formats::DType dtype, const std::vector<int64_t>& shape) {
   return k;
 }
 constexpr size_t kChunksPerBatch = 8;  // parallel encode granularity; bounds memory
+// Bytes read ahead of the encoders, over all started batches: bounds memory.
+constexpr uint64_t kMaxInFlightBytes = 32 << 20;
 constexpr size_t kGenericReadBytes = 8 << 20;
 
 // out = a ^ b over n bytes; returns how many bytes of out are nonzero.
@@ -66,10 +68,10 @@ Status EnvFileAccess::ReadAt(uint64_t off, size_t n, std::string* out) const {
   return f_->ReadExact(off, n, out->data());
 }
 
-void DeltaBases::Add(const TensorRef& t) {
+void DeltaBases::Add(const TensorRef& t, int origin) {
   if (!t.contiguous && t.object_offset != 0) return;
-  by_name_[t.name].push_back({t.object, t.dtype, t.shape});
-  by_shape_[ShapeKey(t.dtype, t.shape)].push_back({t.object, t.dtype, t.shape});
+  by_name_[t.name].push_back({t.object, t.dtype, t.shape, origin});
+  by_shape_[ShapeKey(t.dtype, t.shape)].push_back({t.object, t.dtype, t.shape, origin});
 }
 
 const DeltaBases::Base* DeltaBases::Named(const std::string& name) const {
@@ -103,7 +105,7 @@ Result<std::optional<TensorObject>> Ingester::FindTensor(const Digest& d) {
 
 Status Ingester::AddGenericBytes(const formats::RandomAccess& src, uint64_t offset, uint64_t nbytes,
                                  Hasher* file_hash, std::vector<Extent>* extents) {
-  LFS_RETURN_IF_ERROR(FinishTail());
+  LFS_RETURN_IF_ERROR(FinishInFlight());
   std::string buf;
   std::string piece;
   uint64_t pos = offset, end = offset + nbytes;
@@ -177,18 +179,14 @@ Result<Digest> Ingester::AddTensorData(const std::string& name, formats::DType d
   }
 
   // Pick the parent tensor to delta against: by name (then shape), same
-  // dtype; with several parents, the one whose first chunk differs from ours
-  // in the fewest bytes (a cheap stand-in for the smallest delta: encoding
-  // the chunk against every candidate tripled the work on small tensors).
+  // dtype. With several candidates, those whose chunks are at the delta depth
+  // bound drop out (a delta against them goes to their own base instead);
+  // among the rest, the one whose first 64 KiB differ from ours in the fewest
+  // bytes (a cheap stand-in for the smallest delta).
   std::optional<TensorObject> base;
   {
-    // The first 64 KiB decide: enough to tell a closer checkpoint apart.
-    std::string first, xored;
-    if (cands.size() > 1 && nbytes > 0) {
-      LFS_RETURN_IF_ERROR(src.ReadAt(offset, std::min<uint64_t>({cb, nbytes, 64 << 10}), &first));
-      xored.resize(first.size());
-    }
-    size_t best_nonzero = SIZE_MAX;
+    Store& store = batch_.store();
+    std::vector<TensorObject> usable, at_bound;
     for (const auto& c : cands) {
       if (c.dtype != dtype) continue;
       auto t = FindTensor(c.object);
@@ -196,43 +194,41 @@ Result<Digest> Ingester::AddTensorData(const std::string& name, formats::DType d
           (*t)->derivation != Derivation::kNone) {
         continue;
       }
-      if (cands.size() == 1) {
-        base = **t;
-        break;
-      }
-      auto braw = batch_.store().ReadChunk((*t)->chunks[0]);
-      if (!braw.ok() || (*braw)->size() < first.size()) continue;
-      size_t nonzero = XorCountNonzero(first.data(), (*braw)->data(), first.size(), xored.data());
-      if (nonzero < best_nonzero) {
-        best_nonzero = nonzero;
-        base = **t;
+      auto e = store.FindChunk((*t)->chunks[0]);
+      bool deep = e.ok() && *e && (*e)->depth >= store.options().max_delta_depth;
+      (deep ? at_bound : usable).push_back(std::move(**t));
+    }
+    if (usable.empty()) usable = std::move(at_bound);
+    if (usable.size() == 1) {
+      base = std::move(usable[0]);
+    } else if (usable.size() > 1 && nbytes > 0) {
+      std::string first, xored;
+      LFS_RETURN_IF_ERROR(src.ReadAt(offset, std::min<uint64_t>({cb, nbytes, 64 << 10}), &first));
+      xored.resize(first.size());
+      size_t best_nonzero = SIZE_MAX;
+      for (auto& t : usable) {
+        auto braw = store.ReadChunk(t.chunks[0]);
+        if (!braw.ok() || (*braw)->size() < first.size()) continue;
+        size_t nonzero = XorCountNonzero(first.data(), (*braw)->data(), first.size(), xored.data());
+        if (nonzero < best_nonzero) {
+          best_nonzero = nonzero;
+          base = std::move(t);
+        }
       }
     }
   }
 
   Hasher th;
-  uint32_t crc = 0;
-  TensorObject obj;
-  obj.nbytes = nbytes;
-  obj.chunk_bytes = cb;
-  obj.elem_width = static_cast<uint8_t>(elem_width);
-  // Two batches in flight: this thread reads and hashes batch k+1 while the
-  // workers encode batch k (FinishChunks then lets it help with the rest).
-  // The last batch stays in flight into the next tensor (most tensors are one
-  // batch): see FinishTail.
-  std::vector<uint32_t> crcs;
-  std::vector<size_t> pending_lens;
-  uint64_t pos = 0, pending_bytes = 0;
+  // This thread reads and hashes while the workers encode the batches
+  // already started (up to kMaxInFlightBytes ahead, across tensors: most
+  // tensors are one batch). The record is completed as they finish
+  // (FinishOldestBatch), in the order they were started.
+  auto tip = std::make_shared<TensorInProgress>();
+  tip->obj.nbytes = nbytes;
+  tip->obj.chunk_bytes = cb;
+  tip->obj.elem_width = static_cast<uint8_t>(elem_width);
+  uint64_t pos = 0;
   size_t issued = 0;
-  bool pending = false;
-  auto finish = [&]() -> Status {
-    LFS_ASSIGN_OR_RETURN(auto digests, batch_.FinishChunks(&spare_, &crcs));
-    obj.chunks.insert(obj.chunks.end(), digests.begin(), digests.end());
-    for (size_t i = 0; i < crcs.size(); i++) crc = Crc32Combine(crc, crcs[i], pending_lens[i]);
-    Progress(pending_bytes);
-    pending = false;
-    return Status::OK();
-  };
   while (pos < nbytes) {
     std::vector<OwnedChunk> chunks;
     std::vector<size_t> lens;
@@ -256,56 +252,69 @@ Result<Digest> Ingester::AddTensorData(const std::string& name, formats::DType d
       pos += n;
       batch_bytes += n;
     }
-    if (pending) LFS_RETURN_IF_ERROR(finish());
-    LFS_RETURN_IF_ERROR(FinishTail());
+    while (!in_flight_.empty() && in_flight_bytes_ + batch_bytes > kMaxInFlightBytes) {
+      LFS_RETURN_IF_ERROR(FinishOldestBatch());
+    }
     LFS_RETURN_IF_ERROR(batch_.StartChunks(std::move(chunks)));
-    pending = true;
-    pending_bytes = batch_bytes;
-    pending_lens = std::move(lens);
+    in_flight_.push_back(InFlightBatch{tip, std::move(lens), batch_bytes});
+    in_flight_bytes_ += batch_bytes;
+    tip->batches++;
   }
-  obj.crc32 = crc;
   Digest d = th.Finish();
   stats->tensors++;
   LFS_ASSIGN_OR_RETURN(auto existing, FindTensor(d));
   if (existing && existing->nbytes == nbytes) {
-    // Stored already (same bytes anywhere in the store): give back our chunk refs.
-    for (const auto& c : obj.chunks) batch_.AddRef(c, -1);
+    // Stored already (same bytes anywhere in the store): our chunk refs are
+    // given back as the batches finish.
+    tip->release = true;
     stats->tensors_deduped++;
   } else if (existing) {
-    if (pending) LFS_RETURN_IF_ERROR(finish());  // nothing may be left in flight
+    LFS_RETURN_IF_ERROR(FinishInFlight());  // nothing may be left running
     return Status::Corruption("XXH3-128 collision between tensors of different length: " + d.Hex());
   } else {
-    new_tensors_[d] = std::move(obj);
+    TensorObject rec = tip->obj;  // its chunks and crc32 are filled in as batches finish
+    new_tensors_[d] = std::move(rec);
   }
-  if (pending) {
-    tail_ = Tail{d, existing.has_value(), std::move(pending_lens), pending_bytes};
-  }
+  tip->digest = d;
+  tip->read_done = true;
+  if (tip->batches == 0) CompleteTensor(*tip);
   tensor_refs_[d] += 1;
   return d;
 }
 
-Status Ingester::FinishTail() {
-  if (!tail_) return Status::OK();
-  Tail t = std::move(*tail_);
-  tail_.reset();
+Status Ingester::FinishOldestBatch() {
+  InFlightBatch b = std::move(in_flight_.front());
+  in_flight_.pop_front();
+  in_flight_bytes_ -= b.bytes;
   std::vector<uint32_t> crcs;
   auto finished = batch_.FinishChunks(&spare_, &crcs);
   if (!finished.ok()) {
-    // The tensor's record lacks its last chunks: nothing of this pass may be applied.
+    // A tensor's record would lack chunks: nothing of this pass may be applied.
     failed_ = finished.status();
     return failed_;
   }
-  const std::vector<Digest>& digests = *finished;
+  TensorInProgress& t = *b.tensor;
+  t.obj.chunks.insert(t.obj.chunks.end(), finished->begin(), finished->end());
+  for (size_t i = 0; i < crcs.size(); i++)
+    t.obj.crc32 = Crc32Combine(t.obj.crc32, crcs[i], b.lens[i]);
+  t.batches--;
+  Progress(b.bytes);
+  if (t.read_done && t.batches == 0) CompleteTensor(t);
+  return Status::OK();
+}
+
+void Ingester::CompleteTensor(TensorInProgress& t) {
   if (t.release) {
-    for (const auto& c : digests) batch_.AddRef(c, -1);
-  } else {
-    TensorObject& obj = new_tensors_.at(t.tensor);
-    obj.chunks.insert(obj.chunks.end(), digests.begin(), digests.end());
-    for (size_t i = 0; i < crcs.size(); i++) {
-      obj.crc32 = Crc32Combine(obj.crc32, crcs[i], t.lens[i]);
-    }
+    for (const auto& c : t.obj.chunks) batch_.AddRef(c, -1);
+    return;
   }
-  Progress(t.bytes);
+  TensorObject& rec = new_tensors_.at(t.digest);
+  rec.chunks = std::move(t.obj.chunks);
+  rec.crc32 = t.obj.crc32;
+}
+
+Status Ingester::FinishInFlight() {
+  while (!in_flight_.empty()) LFS_RETURN_IF_ERROR(FinishOldestBatch());
   return Status::OK();
 }
 
@@ -375,15 +384,22 @@ std::vector<TensorObject> Ingester::DerivationCandidates(const std::string& name
       out.push_back(p);
     }
   }
-  // A merge: the mean of the first two parents' tensors.
-  if (dtype == DType::kF32 && cands.size() >= 2 && cands[0].dtype == DType::kF32 &&
-      cands[1].dtype == DType::kF32 && cands[0].object != cands[1].object && sized(cands[0]) &&
-      sized(cands[1])) {
+  // A merge: the mean of the first two parents' tensors (not of a parent and
+  // a predecessor checkpoint: trying that on every tensor of a model's next
+  // checkpoint decoded both sources' first chunks for nothing).
+  const DeltaBases::Base* p0 = nullptr;
+  const DeltaBases::Base* p1 = nullptr;
+  for (const auto& c : cands) {
+    if (c.origin == 0 && !p0) p0 = &c;
+    if (c.origin == 1 && !p1) p1 = &c;
+  }
+  if (dtype == DType::kF32 && p0 && p1 && p0->dtype == DType::kF32 && p1->dtype == DType::kF32 &&
+      p0->object != p1->object && sized(*p0) && sized(*p1)) {
     TensorObject p = proto;
     p.derivation = Derivation::kMean2;
     p.from_dtype = DType::kF32;
-    p.derived_from = cands[0].object;
-    p.derived_from2 = cands[1].object;
+    p.derived_from = p0->object;
+    p.derived_from2 = p1->object;
     out.push_back(p);
   }
   if (!cands.empty() && sized(cands[0])) {
@@ -531,7 +547,7 @@ Result<std::optional<TensorObject>> Ingester::TryDerive(const TensorObject& prot
                                                         uint64_t offset, uint64_t nbytes,
                                                         Hasher* tensor_hash, Hasher* file_hash,
                                                         uint32_t* crc) {
-  LFS_RETURN_IF_ERROR(FinishTail());
+  LFS_RETURN_IF_ERROR(FinishInFlight());
   const uint32_t cb = opts_.tensor_chunk_bytes;
   Store& store = batch_.store();
   TensorObject obj = proto;
@@ -665,7 +681,7 @@ Result<IngestedFile> Ingester::AddFile(const std::string& name, const formats::R
   if (pos < out.size) {
     LFS_RETURN_IF_ERROR(AddGenericBytes(src, pos, out.size - pos, &file_hash, &recipe.extents));
   }
-  LFS_RETURN_IF_ERROR(FinishTail());
+  LFS_RETURN_IF_ERROR(FinishInFlight());
   // Tensor index of the file.
   std::map<std::string, uint64_t> range_offset;
   for (const auto& r : parsed.ranges) range_offset[r.key] = r.offset;
@@ -716,7 +732,9 @@ Result<IngestedFile> Ingester::AddFile(const std::string& name, const formats::R
 }
 
 Status Ingester::Apply(WriteTxn& txn) {
-  if (tail_) return Status::InvalidArgument("Apply while a tensor is still being encoded");
+  if (!in_flight_.empty()) {
+    return Status::InvalidArgument("Apply while tensors are still being encoded");
+  }
   LFS_RETURN_IF_ERROR(failed_);
   for (const auto& [d, t] : new_tensors_) {
     LFS_ASSIGN_OR_RETURN(auto existing, GetTensor(txn, d));

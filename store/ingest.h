@@ -4,8 +4,10 @@
 #pragma once
 
 #include <atomic>
+#include <deque>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <unordered_map>
@@ -38,12 +40,19 @@ class EnvFileAccess final : public formats::RandomAccess {
 // Parent tensors a child's tensors may be delta-encoded against.
 class DeltaBases {
  public:
+  // Where a base comes from: the version's own earlier files, its
+  // predecessor checkpoint, or its parents 0, 1, ... (a merge is the mean of
+  // parents 0 and 1, never of a predecessor).
+  static constexpr int kOwnFiles = -2;
+  static constexpr int kPredecessor = -1;
   struct Base {
     Digest object;
     formats::DType dtype = formats::DType::kUnknown;
     std::vector<int64_t> shape;
+    int origin = 0;
   };
-  void Add(const TensorRef& t);  // call for each tensor of each parent, best parent first
+  // Call for each tensor of each source, best first.
+  void Add(const TensorRef& t, int origin = 0);
   // Candidate base objects for a tensor: same name first, then same dtype+shape.
   std::vector<Base> Candidates(const std::string& name, formats::DType dtype,
                                const std::vector<int64_t>& shape) const;
@@ -103,19 +112,27 @@ class Ingester {
                                                  const formats::RandomAccess& src, uint64_t offset,
                                                  uint64_t nbytes);
   void Progress(uint64_t n);
-  // Waits for the last batch of the previous tensor (left encoding so that
-  // reading the next tensor overlaps it) and completes that tensor's record.
-  Status FinishTail();
-
-  // The previous tensor's last chunks, still on the workers.
-  struct Tail {
-    Digest tensor;
-    bool release = false;  // the tensor was stored already: drop these chunks' refs
+  // A tensor whose batches the workers may still be encoding.
+  struct TensorInProgress {
+    TensorObject obj;  // chunks and crc32 grow as its batches finish, in order
+    Digest digest;     // set once all its bytes were read
+    bool read_done = false;
+    bool release = false;  // stored already: its chunks' refs are given back
+    size_t batches = 0;    // started and not finished
+  };
+  struct InFlightBatch {
+    std::shared_ptr<TensorInProgress> tensor;
     std::vector<size_t> lens;
     uint64_t bytes = 0;
   };
-  std::optional<Tail> tail_;
-  Status failed_;                   // a tail that could not be finished: Apply refuses
+  // Waits for the oldest started batch and files its chunks with its tensor.
+  Status FinishOldestBatch();
+  Status FinishInFlight();  // all of them: before anything else uses the batch
+  void CompleteTensor(TensorInProgress& t);
+
+  std::deque<InFlightBatch> in_flight_;
+  uint64_t in_flight_bytes_ = 0;
+  Status failed_;                   // a batch that could not be finished: Apply refuses
   std::vector<std::string> spare_;  // chunk buffers handed back by the batch
 
   WriteBatch& batch_;

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -99,9 +100,10 @@ class WriteBatch {
   // caller counts it with AddRef. Returns false when the chunk is present.
   Result<bool> PutFrame(const Digest& d, std::string_view frame);
   // PutChunks in two halves, so the caller can read the next chunks while the
-  // workers encode these: StartChunks returns at once; FinishChunks waits,
-  // appends and returns the digests (and hands the chunks' buffers back into
-  // *recycled when given). At most one set is pending at a time.
+  // workers encode these: StartChunks returns at once; FinishChunks waits for
+  // the oldest set started, appends it and returns its digests (and hands the
+  // chunks' buffers back into *recycled when given). Several sets may be
+  // pending; they are appended in the order they were started.
   Status StartChunks(std::vector<OwnedChunk> chunks);
   Result<std::vector<Digest>> FinishChunks(std::vector<std::string>* recycled = nullptr,
                                            std::vector<uint32_t>* crc32s = nullptr);
@@ -134,7 +136,7 @@ class WriteBatch {
  private:
   struct Pending;
   Result<std::vector<Digest>> AppendPrepared(std::vector<Prepared>& prep);
-  std::unique_ptr<Pending> pending_;
+  std::deque<std::unique_ptr<Pending>> pending_;  // started, in order
   struct Impl;
   Store* store_;
   std::unique_ptr<Impl> impl_;

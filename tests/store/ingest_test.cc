@@ -122,10 +122,12 @@ class IngestTest : public ::testing::Test {
   // Bases from the tensors of the given files, in order (best parent first).
   DeltaBases BasesOf(const std::vector<Digest>& files) {
     DeltaBases bases;
+    int origin = 0;  // parent 0, 1, ...
     for (const auto& f : files) {
       auto pf = LoadFile(*store_, f);
       EXPECT_TRUE(pf.ok());
-      for (const auto& t : pf->tensors) bases.Add(t);
+      for (const auto& t : pf->tensors) bases.Add(t, origin);
+      origin++;
     }
     return bases;
   }
