@@ -838,12 +838,20 @@ Status WriteBatch::StartChunks(std::vector<OwnedChunk> chunks) {
     // The caller's running crc32 (zip views need it) is combined from these:
     // computing it here keeps the reading thread free.
     if (raw->want_crc32[i]) raw->prep[i].crc32 = Crc32(r.raw);
+    OwnedChunk& owned = raw->chunks[i];
+    if (owned.transform) {
+      Status s = owned.transform(&owned.raw);
+      if (!s.ok()) {
+        raw->prep[i].status = s;
+        return;
+      }
+    }
     PrepareChunk(*st, r, &raw->prep[i]);
     // Float tensor chunks (StartChunks is the tensor path; derived residuals
     // and generic chunks never serve as delta bases), and only those a delta
     // may still be made against (below the depth bound).
     const Prepared& pr = raw->prep[i];
-    if (r.elem_width > 1 && pr.status.ok() && !pr.exists &&
+    if (r.elem_width > 1 && !owned.transform && pr.status.ok() && !pr.exists &&
         pr.entry.depth < st->options().max_delta_depth) {
       st->CacheFresh(raw->prep[i].digest, r.raw);
     }

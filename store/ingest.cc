@@ -152,30 +152,17 @@ Result<Digest> Ingester::AddTensorData(const std::string& name, formats::DType d
   if (elem_width != 2 && elem_width != 4 && elem_width != 8) elem_width = 1;
 
   // A tensor that is a function of parent tensors (cast, merge, pruned or
-  // quantized copy) is stored as that function plus a residual.
+  // quantized copy) is stored as that function plus a residual: the first
+  // derivation whose 64 KiB probe predicts the bytes well enough.
   std::vector<DeltaBases::Base> cands;
   if (opts_.bases) cands = opts_.bases->Candidates(name, dtype, shape);
-  for (const TensorObject& proto :
-       DerivationCandidates(name, dtype, shape, cands, src, offset, nbytes)) {
-    Hasher derived_hash;
-    uint32_t crc = 0;
-    LFS_ASSIGN_OR_RETURN(auto derived,
-                         TryDerive(proto, src, offset, nbytes, &derived_hash, file_hash, &crc));
-    if (!derived) continue;
-    TensorObject obj = std::move(*derived);
-    obj.crc32 = crc;
-    Digest d = derived_hash.Finish();
-    stats->tensors++;
-    LFS_ASSIGN_OR_RETURN(auto existing, FindTensor(d));
-    if (existing) {
-      for (const auto& ch : obj.chunks) batch_.AddRef(ch, -1);
-      stats->tensors_deduped++;
-    } else {
-      stats->tensors_derived++;
-      new_tensors_[d] = std::move(obj);
+  std::shared_ptr<const TensorObject> derive;
+  for (TensorObject& proto : DerivationCandidates(name, dtype, shape, cands, src, offset, nbytes)) {
+    LFS_ASSIGN_OR_RETURN(bool hit, ProbeDerivation(proto, src, offset, nbytes));
+    if (hit) {
+      derive = std::make_shared<const TensorObject>(std::move(proto));
+      break;
     }
-    tensor_refs_[d] += 1;
-    return d;
   }
 
   // Pick the parent tensor to delta against: by name (then shape), same
@@ -184,7 +171,7 @@ Result<Digest> Ingester::AddTensorData(const std::string& name, formats::DType d
   // among the rest, the one whose first 64 KiB differ from ours in the fewest
   // bytes (a cheap stand-in for the smallest delta).
   std::optional<TensorObject> base;
-  {
+  if (!derive) {
     Store& store = batch_.store();
     std::vector<TensorObject> usable, at_bound;
     for (const auto& c : cands) {
@@ -224,9 +211,16 @@ Result<Digest> Ingester::AddTensorData(const std::string& name, formats::DType d
   // tensors are one batch). The record is completed as they finish
   // (FinishOldestBatch), in the order they were started.
   auto tip = std::make_shared<TensorInProgress>();
-  tip->obj.nbytes = nbytes;
-  tip->obj.chunk_bytes = cb;
-  tip->obj.elem_width = static_cast<uint8_t>(elem_width);
+  if (derive) {
+    tip->obj = *derive;
+    tip->obj.chunks.clear();
+    elem_width = derive->elem_width;  // residual chunks group bytes like the tensor's dtype
+  } else {
+    tip->obj.nbytes = nbytes;
+    tip->obj.chunk_bytes = cb;
+    tip->obj.elem_width = static_cast<uint8_t>(elem_width);
+  }
+  Store* store = &batch_.store();
   uint64_t pos = 0;
   size_t issued = 0;
   while (pos < nbytes) {
@@ -245,7 +239,19 @@ Result<Digest> Ingester::AddTensorData(const std::string& name, formats::DType d
       file_hash->Update(c.raw.data(), n);
       c.elem_width = elem_width;
       c.want_crc32 = true;
-      if (base && issued < base->chunks.size()) c.base = base->chunks[issued];
+      if (derive) {
+        // On the worker: the residual against the prediction replaces the bytes.
+        c.transform = [store, derive, at = pos](std::string* raw) -> Status {
+          thread_local std::string pred;
+          pred.resize(raw->size());
+          LFS_RETURN_IF_ERROR(PredictDerived(*store, *derive, at, raw->size(), pred.data())
+                                  .Annotate("derivation source became unreadable during ingest"));
+          XorCountNonzero(raw->data(), pred.data(), raw->size(), raw->data());
+          return Status::OK();
+        };
+      } else if (base && issued < base->chunks.size()) {
+        c.base = base->chunks[issued];
+      }
       issued++;
       chunks.push_back(std::move(c));
       lens.push_back(n);
@@ -274,6 +280,7 @@ Result<Digest> Ingester::AddTensorData(const std::string& name, formats::DType d
   } else {
     TensorObject rec = tip->obj;  // its chunks and crc32 are filled in as batches finish
     new_tensors_[d] = std::move(rec);
+    if (derive) stats->tensors_derived++;
   }
   tip->digest = d;
   tip->read_done = true;
@@ -542,96 +549,16 @@ std::vector<TensorObject> Ingester::DerivationCandidates(const std::string& name
   return out;
 }
 
-Result<std::optional<TensorObject>> Ingester::TryDerive(const TensorObject& proto,
-                                                        const formats::RandomAccess& in,
-                                                        uint64_t offset, uint64_t nbytes,
-                                                        Hasher* tensor_hash, Hasher* file_hash,
-                                                        uint32_t* crc) {
-  LFS_RETURN_IF_ERROR(FinishInFlight());
-  const uint32_t cb = opts_.tensor_chunk_bytes;
-  Store& store = batch_.store();
-  TensorObject obj = proto;
-  obj.chunks.clear();
-  uint32_t c = 0;
-  // One slot per chunk of a batch. Reading the child, predicting it from its
-  // sources and taking the residual run on all cores; hashing stays in order
-  // on this thread.
-  struct Slot {
-    uint64_t pos = 0;
-    size_t n = 0;
-    std::string child, pred, residual;
-    size_t nonzero = 0;
-    uint32_t crc = 0;
-    Status read, predicted;
-  };
-  {
-    // A 64 KiB probe first: a miss (the usual outcome, e.g. the mean of a
-    // parent and a predecessor that is no merge) then costs next to nothing.
-    const size_t n = static_cast<size_t>(std::min<uint64_t>(nbytes, 64 << 10));
-    std::string child, pred(n, '\0'), residual(n, '\0');
-    LFS_RETURN_IF_ERROR(in.ReadAt(offset, n, &child));
-    if (!PredictDerived(store, obj, 0, n, pred.data()).ok() ||
-        XorCountNonzero(child.data(), pred.data(), n, residual.data()) * 4 > n) {
-      return std::optional<TensorObject>();
-    }
-  }
-  std::vector<Slot> slots(kChunksPerBatch);
-  uint64_t pos = 0;
-  auto give_back = [&] {
-    for (const auto& ch : obj.chunks) batch_.AddRef(ch, -1);
-  };
-  while (pos < nbytes) {
-    // The first chunk alone: it decides a miss before more work is spent.
-    size_t count = 0;
-    for (uint64_t p = pos; count < (pos == 0 ? 1 : kChunksPerBatch) && p < nbytes; count++) {
-      slots[count].pos = p;
-      slots[count].n = static_cast<size_t>(std::min<uint64_t>(cb, nbytes - p));
-      p += slots[count].n;
-    }
-    store.ParallelFor(count, [&](size_t i) {
-      Slot& sl = slots[i];
-      sl.read = in.ReadAt(offset + sl.pos, sl.n, &sl.child);
-      if (!sl.read.ok()) return;
-      sl.pred.resize(sl.n);
-      sl.predicted = PredictDerived(store, obj, sl.pos, sl.n, sl.pred.data());
-      if (!sl.predicted.ok()) return;
-      sl.residual.resize(sl.n);
-      sl.nonzero = XorCountNonzero(sl.child.data(), sl.pred.data(), sl.n, sl.residual.data());
-      sl.crc = Crc32(sl.child);
-    });
-    std::vector<ChunkRequest> reqs;
-    for (size_t i = 0; i < count; i++) {
-      Slot& sl = slots[i];
-      LFS_RETURN_IF_ERROR(sl.read);
-      if (!sl.predicted.ok()) {
-        // A source that cannot be read: store the tensor plainly.
-        if (sl.pos == 0) return std::optional<TensorObject>();
-        give_back();
-        return Status::Corruption("derivation source became unreadable during ingest");
-      }
-      if (sl.pos == 0 && sl.nonzero * 4 > sl.n) {
-        // The prediction misses on more than a quarter of the first chunk's
-        // bytes: not this derivation; the generic delta takes it.
-        return std::optional<TensorObject>();
-      }
-      tensor_hash->Update(sl.child.data(), sl.n);
-      file_hash->Update(sl.child.data(), sl.n);
-      c = Crc32Combine(c, sl.crc, sl.n);
-      reqs.push_back(ChunkRequest{sl.residual, static_cast<int>(obj.elem_width), {}});
-      pos += sl.n;
-    }
-    auto digests = batch_.PutChunks(reqs);
-    if (!digests.ok()) {
-      give_back();
-      return digests.status();
-    }
-    obj.chunks.insert(obj.chunks.end(), digests->begin(), digests->end());
-    uint64_t consumed = 0;
-    for (auto& r : reqs) consumed += r.raw.size();
-    Progress(consumed);
-  }
-  *crc = c;
-  return std::optional<TensorObject>(std::move(obj));
+Result<bool> Ingester::ProbeDerivation(const TensorObject& proto, const formats::RandomAccess& in,
+                                       uint64_t offset, uint64_t nbytes) {
+  // The prediction must match at least 3/4 of the first 64 KiB's bytes; a
+  // miss (the usual outcome) then costs next to nothing.
+  const size_t n = static_cast<size_t>(std::min<uint64_t>(nbytes, 64 << 10));
+  if (n == 0) return false;
+  std::string child, pred(n, '\0'), residual(n, '\0');
+  LFS_RETURN_IF_ERROR(in.ReadAt(offset, n, &child));
+  if (!PredictDerived(batch_.store(), proto, 0, n, pred.data()).ok()) return false;
+  return XorCountNonzero(child.data(), pred.data(), n, residual.data()) * 4 <= n;
 }
 
 Result<IngestedFile> Ingester::AddFile(const std::string& name, const formats::RandomAccess& src) {

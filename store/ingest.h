@@ -98,13 +98,11 @@ class Ingester {
   Status AddGenericBytes(const formats::RandomAccess& src, uint64_t offset, uint64_t nbytes,
                          Hasher* file_hash, std::vector<Extent>* extents);
   Result<std::optional<TensorObject>> FindTensor(const Digest& d);
-  // Stores a tensor as a derivation of parent tensors (proto: everything but
-  // the chunks) plus the XOR residual against the prediction; nullopt when
-  // the prediction misses too often to pay (or cannot be made).
-  Result<std::optional<TensorObject>> TryDerive(const TensorObject& proto,
-                                                const formats::RandomAccess& in, uint64_t offset,
-                                                uint64_t nbytes, Hasher* tensor_hash,
-                                                Hasher* file_hash, uint32_t* crc);
+  // Whether a derivation of parent tensors (proto: everything but the
+  // chunks) predicts the tensor's first bytes well enough to store it as
+  // that derivation plus the XOR residual.
+  Result<bool> ProbeDerivation(const TensorObject& proto, const formats::RandomAccess& in,
+                               uint64_t offset, uint64_t nbytes);
   // The derivations worth trying for this tensor, most specific first.
   std::vector<TensorObject> DerivationCandidates(const std::string& name, formats::DType dtype,
                                                  const std::vector<int64_t>& shape,

@@ -82,6 +82,10 @@ struct OwnedChunk {
   int elem_width = 1;
   std::optional<Digest> base;
   bool want_crc32 = false;  // FinishChunks reports the zlib crc32 of raw (done on a worker)
+  // Run on the worker after the crc32 and before encoding: rewrites raw in
+  // place (same length), e.g. into its residual against a prediction. Such a
+  // chunk is never cached as a future delta base.
+  std::function<Status(std::string* raw)> transform;
 };
 
 class WriteBatch {
