@@ -840,7 +840,7 @@ Status WriteBatch::StartChunks(std::vector<OwnedChunk> chunks) {
     if (raw->want_crc32[i]) raw->prep[i].crc32 = Crc32(r.raw);
     OwnedChunk& owned = raw->chunks[i];
     if (owned.transform) {
-      Status s = owned.transform(&owned.raw);
+      Status s = owned.transform(owned.raw.data(), owned.raw.size());
       if (!s.ok()) {
         raw->prep[i].status = s;
         return;

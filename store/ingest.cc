@@ -17,8 +17,9 @@ std::string ShapeKey(formats::DType dtype, const std::vector<int64_t>& shape) {
   return k;
 }
 constexpr size_t kChunksPerBatch = 8;  // parallel encode granularity; bounds memory
-// Bytes read ahead of the encoders, over all started batches: bounds memory.
-constexpr uint64_t kMaxInFlightBytes = 32 << 20;
+// Batches started and not finished (IngestOptions::max_in_flight_bytes bounds
+// their bytes; this bounds their number when tensors are tiny).
+constexpr size_t kMaxInFlightBatches = 64;
 constexpr size_t kGenericReadBytes = 8 << 20;
 
 // out = a ^ b over n bytes; returns how many bytes of out are nonzero.
@@ -172,8 +173,13 @@ Result<Digest> Ingester::AddTensorData(const std::string& name, formats::DType d
   // bytes (a cheap stand-in for the smallest delta).
   std::optional<TensorObject> base;
   if (!derive) {
+    // With several candidates, each is compared through the chunk a delta
+    // would really be made against: its first chunk, or for one at the depth
+    // bound the ancestor PrepareChunk walks up to (found in the index, no
+    // decode). Candidates that lead to the same chunk need no comparison.
     Store& store = batch_.store();
-    std::vector<TensorObject> usable, at_bound;
+    const int max_depth = store.options().max_delta_depth;
+    std::vector<std::pair<TensorObject, Digest>> usable;  // candidate, chunk compared
     for (const auto& c : cands) {
       if (c.dtype != dtype) continue;
       auto t = FindTensor(c.object);
@@ -181,20 +187,26 @@ Result<Digest> Ingester::AddTensorData(const std::string& name, formats::DType d
           (*t)->derivation != Derivation::kNone) {
         continue;
       }
-      auto e = store.FindChunk((*t)->chunks[0]);
-      bool deep = e.ok() && *e && (*e)->depth >= store.options().max_delta_depth;
-      (deep ? at_bound : usable).push_back(std::move(**t));
+      Digest probe = (*t)->chunks[0];
+      for (int hops = 0; hops <= max_depth + 1; hops++) {
+        auto e = store.FindChunk(probe);
+        if (!e.ok() || !*e || (*e)->depth < max_depth) break;
+        probe = (*e)->base;
+      }
+      usable.emplace_back(std::move(**t), probe);
     }
-    if (usable.empty()) usable = std::move(at_bound);
-    if (usable.size() == 1) {
-      base = std::move(usable[0]);
-    } else if (usable.size() > 1 && nbytes > 0) {
+    bool same = std::all_of(usable.begin(), usable.end(),
+                            [&](const auto& u) { return u.second == usable[0].second; });
+    if (!usable.empty() && (same || nbytes == 0)) {
+      base = std::move(usable[0].first);
+    } else if (!usable.empty()) {
+      // The first 64 KiB decide: the one differing from ours in the fewest bytes.
       std::string first, xored;
       LFS_RETURN_IF_ERROR(src.ReadAt(offset, std::min<uint64_t>({cb, nbytes, 64 << 10}), &first));
       xored.resize(first.size());
       size_t best_nonzero = SIZE_MAX;
-      for (auto& t : usable) {
-        auto braw = store.ReadChunk(t.chunks[0]);
+      for (auto& [t, probe] : usable) {
+        auto braw = store.ReadChunk(probe);
         if (!braw.ok() || (*braw)->size() < first.size()) continue;
         size_t nonzero = XorCountNonzero(first.data(), (*braw)->data(), first.size(), xored.data());
         if (nonzero < best_nonzero) {
@@ -207,9 +219,15 @@ Result<Digest> Ingester::AddTensorData(const std::string& name, formats::DType d
 
   Hasher th;
   // This thread reads and hashes while the workers encode the batches
-  // already started (up to kMaxInFlightBytes ahead, across tensors: most
+  // already started (up to max_in_flight_bytes ahead, across tensors: most
   // tensors are one batch). The record is completed as they finish
   // (FinishOldestBatch), in the order they were started.
+  // An error once batches are started leaves a tensor without its record:
+  // nothing of this pass may then be applied.
+  auto fail = [this](Status st) {
+    if (!st.ok() && !in_flight_.empty()) failed_ = st;
+    return st;
+  };
   auto tip = std::make_shared<TensorInProgress>();
   if (derive) {
     tip->obj = *derive;
@@ -234,19 +252,18 @@ Result<Digest> Ingester::AddTensorData(const std::string& name, formats::DType d
         c.raw = std::move(spare_.back());
         spare_.pop_back();
       }
-      LFS_RETURN_IF_ERROR(src.ReadAt(offset + pos, n, &c.raw));
+      LFS_RETURN_IF_ERROR(fail(src.ReadAt(offset + pos, n, &c.raw)));
       th.Update(c.raw.data(), n);
       file_hash->Update(c.raw.data(), n);
       c.elem_width = elem_width;
       c.want_crc32 = true;
       if (derive) {
         // On the worker: the residual against the prediction replaces the bytes.
-        c.transform = [store, derive, at = pos](std::string* raw) -> Status {
-          thread_local std::string pred;
-          pred.resize(raw->size());
-          LFS_RETURN_IF_ERROR(PredictDerived(*store, *derive, at, raw->size(), pred.data())
+        c.transform = [store, derive, at = pos](char* bytes, size_t len) -> Status {
+          std::string pred(len, '\0');
+          LFS_RETURN_IF_ERROR(PredictDerived(*store, *derive, at, len, pred.data())
                                   .Annotate("derivation source became unreadable during ingest"));
-          XorCountNonzero(raw->data(), pred.data(), raw->size(), raw->data());
+          XorCountNonzero(bytes, pred.data(), len, bytes);
           return Status::OK();
         };
       } else if (base && issued < base->chunks.size()) {
@@ -258,17 +275,20 @@ Result<Digest> Ingester::AddTensorData(const std::string& name, formats::DType d
       pos += n;
       batch_bytes += n;
     }
-    while (!in_flight_.empty() && in_flight_bytes_ + batch_bytes > kMaxInFlightBytes) {
+    while (!in_flight_.empty() && (in_flight_bytes_ + batch_bytes > opts_.max_in_flight_bytes ||
+                                   in_flight_.size() >= kMaxInFlightBatches)) {
       LFS_RETURN_IF_ERROR(FinishOldestBatch());
     }
-    LFS_RETURN_IF_ERROR(batch_.StartChunks(std::move(chunks)));
+    LFS_RETURN_IF_ERROR(fail(batch_.StartChunks(std::move(chunks))));
     in_flight_.push_back(InFlightBatch{tip, std::move(lens), batch_bytes});
     in_flight_bytes_ += batch_bytes;
     tip->batches++;
   }
   Digest d = th.Finish();
   stats->tensors++;
-  LFS_ASSIGN_OR_RETURN(auto existing, FindTensor(d));
+  auto found = FindTensor(d);
+  LFS_RETURN_IF_ERROR(fail(found.status()));
+  std::optional<TensorObject> existing = std::move(*found);
   if (existing && existing->nbytes == nbytes) {
     // Stored already (same bytes anywhere in the store): our chunk refs are
     // given back as the batches finish.
@@ -276,7 +296,8 @@ Result<Digest> Ingester::AddTensorData(const std::string& name, formats::DType d
     stats->tensors_deduped++;
   } else if (existing) {
     LFS_RETURN_IF_ERROR(FinishInFlight());  // nothing may be left running
-    return Status::Corruption("XXH3-128 collision between tensors of different length: " + d.Hex());
+    return fail(
+        Status::Corruption("XXH3-128 collision between tensors of different length: " + d.Hex()));
   } else {
     TensorObject rec = tip->obj;  // its chunks and crc32 are filled in as batches finish
     new_tensors_[d] = std::move(rec);
@@ -295,6 +316,10 @@ Status Ingester::FinishOldestBatch() {
   in_flight_bytes_ -= b.bytes;
   std::vector<uint32_t> crcs;
   auto finished = batch_.FinishChunks(&spare_, &crcs);
+  // Enough buffers for what may be in flight, no more.
+  const size_t keep =
+      static_cast<size_t>(opts_.max_in_flight_bytes / opts_.tensor_chunk_bytes) + kChunksPerBatch;
+  if (spare_.size() > keep) spare_.resize(keep);
   if (!finished.ok()) {
     // A tensor's record would lack chunks: nothing of this pass may be applied.
     failed_ = finished.status();
@@ -551,14 +576,22 @@ std::vector<TensorObject> Ingester::DerivationCandidates(const std::string& name
 
 Result<bool> Ingester::ProbeDerivation(const TensorObject& proto, const formats::RandomAccess& in,
                                        uint64_t offset, uint64_t nbytes) {
-  // The prediction must match at least 3/4 of the first 64 KiB's bytes; a
-  // miss (the usual outcome) then costs next to nothing.
-  const size_t n = static_cast<size_t>(std::min<uint64_t>(nbytes, 64 << 10));
-  if (n == 0) return false;
-  std::string child, pred(n, '\0'), residual(n, '\0');
-  LFS_RETURN_IF_ERROR(in.ReadAt(offset, n, &child));
-  if (!PredictDerived(batch_.store(), proto, 0, n, pred.data()).ok()) return false;
-  return XorCountNonzero(child.data(), pred.data(), n, residual.data()) * 4 <= n;
+  // The prediction must match at least 3/4 of the bytes: of the first 64 KiB
+  // (a miss, the usual outcome, then costs next to nothing), then of the whole
+  // first chunk (which also reads every source chunk it needs: an unreadable
+  // source sends the tensor down the plain path).
+  std::string child, pred, residual;
+  for (uint64_t len : {uint64_t{64} << 10, uint64_t{proto.chunk_bytes}}) {
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(nbytes, len));
+    if (n == 0) return false;
+    pred.assign(n, '\0');
+    residual.assign(n, '\0');
+    LFS_RETURN_IF_ERROR(in.ReadAt(offset, n, &child));
+    if (!PredictDerived(batch_.store(), proto, 0, n, pred.data()).ok()) return false;
+    if (XorCountNonzero(child.data(), pred.data(), n, residual.data()) * 4 > n) return false;
+    if (n == nbytes) break;
+  }
+  return true;
 }
 
 Result<IngestedFile> Ingester::AddFile(const std::string& name, const formats::RandomAccess& src) {

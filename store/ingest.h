@@ -68,6 +68,8 @@ class DeltaBases {
 struct IngestOptions {
   const DeltaBases* bases = nullptr;
   uint32_t tensor_chunk_bytes = 1 << 20;  // see store/FORMAT.md "Chunk sizes"
+  // Bytes read ahead of the encoding workers (memory bound of the pipeline).
+  uint64_t max_in_flight_bytes = 32 << 20;
   CdcParams cdc;
   formats::ParseLimits limits;
   std::function<void(const std::string&)> log;        // fallback reasons etc.

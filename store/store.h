@@ -34,7 +34,7 @@ struct StoreOptions {
   uint64_t pack_target_bytes = 64 << 20;  // a pack is sealed once it reaches this size
   size_t cache_bytes = 256 << 20;         // decoded-chunk cache
   int max_delta_depth = 3;                // a read decodes at most this + 1 chunks
-  int encode_threads = 0;                 // 0: one per core
+  int encode_threads = 0;                 // worker threads (0: one per core); callers help too
   bool read_only = false;
   uint64_t map_size = 1ull << 40;
 };
@@ -85,7 +85,7 @@ struct OwnedChunk {
   // Run on the worker after the crc32 and before encoding: rewrites raw in
   // place (same length), e.g. into its residual against a prediction. Such a
   // chunk is never cached as a future delta base.
-  std::function<Status(std::string* raw)> transform;
+  std::function<Status(char* bytes, size_t len)> transform;
 };
 
 class WriteBatch {

@@ -66,6 +66,7 @@ class IngestTest : public ::testing::Test {
     EXPECT_TRUE(b.ok());
     IngestOptions io;
     io.bases = bases;
+    io.max_in_flight_bytes = max_in_flight_bytes_;
     Ingester ing(**b, io);
     formats::MemoryAccess acc(bytes);
     auto f = ing.AddFile(name, acc);
@@ -77,6 +78,7 @@ class IngestTest : public ::testing::Test {
                     .ok());
     return *f;
   }
+  uint64_t max_in_flight_bytes_ = IngestOptions().max_in_flight_bytes;
   std::string ReadAll(const Digest& file) {
     store_->DropCache();  // ingest leaves fresh chunks there: read through the packs
     auto r = FileReader::Open(*store_, file);
@@ -266,7 +268,7 @@ TEST_F(IngestTest, MultiBatchTensorsKeepOrderHashAndCrc) {
   store_->DropCache();
   EXPECT_EQ(ReadAll(parent.digest), pbytes);
   DeltaBases bases = BasesOf({parent.digest});
-  std::string bf = CastBf16(w);  // 10 MiB bf16: first chunk alone, then 8, then 1
+  std::string bf = CastBf16(w);  // 10 MiB bf16: batches of 8 and 2 chunks
   bf[bf.size() - 3] ^= 1;
   std::string child = Safetensors(
       {{"a", formats::DType::kBF16, {5 << 20}, bf}, {"b", formats::DType::kF32, {3 << 18}, w2}});
@@ -292,6 +294,53 @@ TEST_F(IngestTest, IdenticalTensorsInOneFileAreStoredOnce) {
   EXPECT_LT(PackBytes() - before, 2 * w.size() + (64u << 10));  // two tensors' worth, not three
   EXPECT_EQ(ReadAll(f.digest), bytes);
   ExpectFsckClean();
+}
+
+// A short read-ahead window: batches finish while later tensors are read, so
+// records are completed out of the reading order (derived, deduplicated and
+// multi-batch tensors alike).
+TEST_F(IngestTest, SmallReadAheadWindowCompletesTensorsInOrder) {
+  max_in_flight_bytes_ = 2 << 20;
+  std::string w = Weights(5 << 20, 31), w2 = Weights(1 << 18, 32);
+  std::string pbytes = Safetensors(
+      {{"a", formats::DType::kF32, {5 << 20}, w}, {"b", formats::DType::kF32, {1 << 18}, w2}});
+  auto parent = Ingest("p.safetensors", pbytes);
+  EXPECT_EQ(ReadAll(parent.digest), pbytes);
+  DeltaBases bases = BasesOf({parent.digest});
+  std::string child = Safetensors({{"a", formats::DType::kBF16, {5 << 20}, CastBf16(w)},
+                                   {"b", formats::DType::kF32, {1 << 18}, w2},
+                                   {"b2", formats::DType::kF32, {1 << 18}, w2},
+                                   {"c", formats::DType::kF32, {3 << 18}, Weights(3 << 18, 33)}});
+  auto f = Ingest("c.safetensors", child, &bases);
+  EXPECT_EQ(f.tensors, 4u);
+  EXPECT_EQ(f.tensors_derived, 1u);
+  EXPECT_EQ(f.tensors_deduped, 2u);  // b is the parent's, b2 is b
+  EXPECT_EQ(ReadAll(f.digest), child);
+  ExpectFsckClean();
+}
+
+// A derivation source that fails after the probe (here: a later chunk of the
+// parent is corrupt) fails the import; nothing of it is applied.
+TEST_F(IngestTest, DerivationSourceFailingMidTensorFailsTheImport) {
+  std::string w = Weights(4 << 20, 41);  // 16 MiB fp32: its bf16 cast is 8 chunks
+  auto parent = Ingest("p.safetensors", Safetensors({{"a", formats::DType::kF32, {4 << 20}, w}}));
+  DeltaBases bases = BasesOf({parent.digest});
+  TensorObject src = TensorOf(parent.digest, "a");
+  ASSERT_GE(src.chunks.size(), 16u);
+  CorruptChunk(src.chunks[13]);
+  store_->DropCache();
+  auto b = store_->BeginWrite();
+  ASSERT_TRUE(b.ok());
+  IngestOptions io;
+  io.bases = &bases;
+  Ingester ing(**b, io);
+  std::string child = Safetensors({{"a", formats::DType::kBF16, {4 << 20}, CastBf16(w)}});
+  formats::MemoryAccess acc(child);
+  auto f = ing.AddFile("c.safetensors", acc);
+  ASSERT_FALSE(f.ok());
+  EXPECT_TRUE(f.status().IsCorruption()) << f.status().ToString();
+  Status applied = (*b)->Commit([&](WriteTxn& txn) { return ing.Apply(txn); });
+  EXPECT_FALSE(applied.ok());
 }
 
 TEST_F(IngestTest, FineTunedChildIsDeltaEncodedSmallerThanAlone) {
