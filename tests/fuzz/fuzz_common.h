@@ -32,7 +32,8 @@ inline void CheckParsed(const char* target, const formats::ParsedFile& p, uint64
     if (r.offset > file_size || r.nbytes > file_size - r.offset) {
       Fail(target, "range outside the file", r.offset, r.nbytes);
     }
-    if (i > 0 && r.offset < prev_end) Fail(target, "ranges overlap or unsorted", r.offset, prev_end);
+    if (i > 0 && r.offset < prev_end)
+      Fail(target, "ranges overlap or unsorted", r.offset, prev_end);
     prev_end = r.offset + r.nbytes;
   }
   for (const auto& t : p.tensors) {

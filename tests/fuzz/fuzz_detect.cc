@@ -8,10 +8,21 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const char* kNames[] = {
-      "model.safetensors", "model.pt",  "pytorch_model.bin", "x.npy",
-      "x.npz",             "model.safetensors.index.json",   "config.json",
-      "weights.pth",       "MODEL.PT",  "a.ckpt",            "noext",
-      "x.NPZ",             "",          "tokenizer.model",   "x.tar",
+      "model.safetensors",
+      "model.pt",
+      "pytorch_model.bin",
+      "x.npy",
+      "x.npz",
+      "model.safetensors.index.json",
+      "config.json",
+      "weights.pth",
+      "MODEL.PT",
+      "a.ckpt",
+      "noext",
+      "x.NPZ",
+      "",
+      "tokenizer.model",
+      "x.tar",
       "model-00001-of-00002.safetensors",
   };
   if (size == 0) return 0;

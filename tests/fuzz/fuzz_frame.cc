@@ -68,8 +68,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     case 1: {
       std::string frame(rest);
       if ((mode & 3) == 1 && frame.size() >= lfs::kFrameHeaderSize + lfs::kFrameTrailerSize) {
-        uint32_t plen = static_cast<uint32_t>(frame.size() - lfs::kFrameHeaderSize -
-                                              lfs::kFrameTrailerSize);
+        uint32_t plen =
+            static_cast<uint32_t>(frame.size() - lfs::kFrameHeaderSize - lfs::kFrameTrailerSize);
         std::memcpy(&frame[12], &plen, 4);
         uint64_t sum = lfs::Hash64(frame.data(), lfs::kFrameHeaderSize + plen);
         std::memcpy(&frame[lfs::kFrameHeaderSize + plen], &sum, 8);
@@ -78,7 +78,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       std::string_view payload;
       lfs::Status s = lfs::DecodeFrame(frame, &h, &payload);
       if (!s.ok()) return 0;
-      if (payload.size() != h.payload_len) lfs::fuzz::Fail("frame", "payload length", payload.size());
+      if (payload.size() != h.payload_len)
+        lfs::fuzz::Fail("frame", "payload length", payload.size());
       DecodeChecked(h.codec, payload, h.raw_len, h.elem_width, base, fit_base);
       return 0;
     }
@@ -121,7 +122,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         std::fprintf(stderr, "%s\n", s.ToString().c_str());
         lfs::fuzz::Fail("frame", "Decode(Encode(x)) failed", static_cast<uint64_t>(e.codec));
       }
-      if (out != rest) lfs::fuzz::Fail("frame", "Decode(Encode(x)) != x", static_cast<uint64_t>(e.codec));
+      if (out != rest)
+        lfs::fuzz::Fail("frame", "Decode(Encode(x)) != x", static_cast<uint64_t>(e.codec));
       return 0;
     }
   }

@@ -24,8 +24,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     lfs::fuzz::Fail("npy", "NpyHeader output does not parse");
   }
   const auto& u = back->tensors.at(0);
-  if (u.dtype != t.dtype || u.shape != t.shape || u.nbytes != t.nbytes ||
-      u.offset != hdr->size()) {
+  if (u.dtype != t.dtype || u.shape != t.shape || u.nbytes != t.nbytes || u.offset != hdr->size()) {
     lfs::fuzz::Fail("npy", "NpyHeader round trip changed the tensor", u.nbytes, t.nbytes);
   }
   return 0;

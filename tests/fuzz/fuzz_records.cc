@@ -23,7 +23,8 @@ void RoundTrip(const char* what, std::string_view in, Dec dec, Enc enc) {
     lfs::fuzz::Fail(what, "Decode(Encode(Decode(x))) failed");
   }
   std::string e2 = enc(*r2);
-  if (e1 != e2) lfs::fuzz::Fail(what, "Encode(Decode(Encode(v))) != Encode(v)", e1.size(), e2.size());
+  if (e1 != e2)
+    lfs::fuzz::Fail(what, "Encode(Decode(Encode(v))) != Encode(v)", e1.size(), e2.size());
 }
 
 }  // namespace
@@ -33,17 +34,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string_view in = lfs::fuzz::AsView(data + 1, size - 1);
   switch (data[0] % 6) {
     case 0:
-      RoundTrip<lfs::ChunkEntry>("ChunkEntry", in, [](std::string_view v) { return lfs::ChunkEntry::Decode(v); },
-                                 [](const lfs::ChunkEntry& e) { return e.Encode(); });
+      RoundTrip<lfs::ChunkEntry>(
+          "ChunkEntry", in, [](std::string_view v) { return lfs::ChunkEntry::Decode(v); },
+          [](const lfs::ChunkEntry& e) { return e.Encode(); });
       break;
     case 1:
-      RoundTrip<lfs::PackEntry>("PackEntry", in, [](std::string_view v) { return lfs::PackEntry::Decode(v); },
-                                [](const lfs::PackEntry& e) { return e.Encode(); });
+      RoundTrip<lfs::PackEntry>(
+          "PackEntry", in, [](std::string_view v) { return lfs::PackEntry::Decode(v); },
+          [](const lfs::PackEntry& e) { return e.Encode(); });
       break;
     case 2:
-      RoundTrip<lfs::TensorObject>("TensorObject", in,
-                                   [](std::string_view v) { return lfs::TensorObject::Decode(v); },
-                                   [](const lfs::TensorObject& e) { return e.Encode(); });
+      RoundTrip<lfs::TensorObject>(
+          "TensorObject", in, [](std::string_view v) { return lfs::TensorObject::Decode(v); },
+          [](const lfs::TensorObject& e) { return e.Encode(); });
       break;
     case 3: {
       // FORMAT.md: "Extents concatenate to exactly `size` bytes" (no wrap-around).
@@ -55,22 +58,23 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
             lfs::fuzz::Fail("FileRecipe", "accepted extents whose lengths overflow u64", e.length);
           }
         }
-        if (total != f->size) lfs::fuzz::Fail("FileRecipe", "extents do not add up", total, f->size);
+        if (total != f->size)
+          lfs::fuzz::Fail("FileRecipe", "extents do not add up", total, f->size);
       }
-      RoundTrip<lfs::FileRecipe>("FileRecipe", in,
-                                 [](std::string_view v) { return lfs::FileRecipe::Decode(v); },
-                                 [](const lfs::FileRecipe& e) { return e.Encode(); });
+      RoundTrip<lfs::FileRecipe>(
+          "FileRecipe", in, [](std::string_view v) { return lfs::FileRecipe::Decode(v); },
+          [](const lfs::FileRecipe& e) { return e.Encode(); });
       break;
     }
     case 4:
-      RoundTrip<lfs::lineage::Version>("Version", in,
-                                       [](std::string_view v) { return lfs::lineage::DecodeVersion(v); },
-                                       [](const lfs::lineage::Version& e) { return lfs::lineage::EncodeVersion(e); });
+      RoundTrip<lfs::lineage::Version>(
+          "Version", in, [](std::string_view v) { return lfs::lineage::DecodeVersion(v); },
+          [](const lfs::lineage::Version& e) { return lfs::lineage::EncodeVersion(e); });
       break;
     case 5:
-      RoundTrip<lfs::lineage::Model>("Model", in,
-                                     [](std::string_view v) { return lfs::lineage::DecodeModel(v); },
-                                     [](const lfs::lineage::Model& e) { return lfs::lineage::EncodeModel(e); });
+      RoundTrip<lfs::lineage::Model>(
+          "Model", in, [](std::string_view v) { return lfs::lineage::DecodeModel(v); },
+          [](const lfs::lineage::Model& e) { return lfs::lineage::EncodeModel(e); });
       break;
   }
   return 0;
