@@ -713,6 +713,25 @@ class Bench:
         if res["ext4"]["entries"] != res["lineagefs"]["entries"]:
             self.R["notes"].append("ext4 copy has %d entries, mount %d" %
                                    (res["ext4"]["entries"], res["lineagefs"]["entries"]))
+        # A FUSE peer on the same tree: squashfuse of a squashfs image of that copy.
+        self.peer("metadata", "squashfuse", lambda: self.meta_squashfuse(reps))
+
+    def meta_squashfuse(self, reps):
+        if not which("squashfuse") or not which("mksquashfs"):
+            raise PeerFailure("squashfuse or mksquashfs not installed")
+        img = os.path.join(W.work, "meta-tree.sqfs")
+        run(["mksquashfs", W.ext4, img, "-comp", "zstd", "-noappend", "-quiet"], "squashfs-meta")
+        mnt = os.path.join(W.mnt, "squashfuse-meta")
+        os.makedirs(mnt, exist_ok=True)
+        lf = open(os.path.join(W.logs, "squashfuse-meta.log"), "ab")
+        proc = subprocess.Popen(["squashfuse", "-f", img, mnt], stdout=lf, stderr=lf)
+        _mounts.append((mnt, proc))
+        try:
+            self.wait_mounted(mnt, proc, PeerFailure, "squashfuse (metadata tree)")
+            return self.meta_times(mnt, reps)
+        finally:
+            self.unmount(mnt, proc, PeerFailure)
+            os.unlink(img)
 
     def meta_times(self, root, reps):
         fts, lts, entries = [], [], None
@@ -920,11 +939,18 @@ def build_rows(R):
     md = R["metadata"]
     if "lineagefs" in md and "ext4" in md:
         l, e = md["lineagefs"], md["ext4"]
+        sq = md.get("squashfuse", {})
         rows.append(("METADATA, %d entries (%s)" % (l["entries"], cache), "tool", "time", "",
-                     "lineagefs vs ext4"))
+                     "lineagefs advantage"))
         for key, name in (("find_seconds", "find | wc -l"), ("lsR_seconds", "ls -lR")):
-            rows.append(("", "lineagefs mount: " + name, fmt_s(l[key]), "", fx(e[key] / l[key])))
-            rows.append(("", "ext4 copy: " + name, fmt_s(e[key]), "", "-"))
+            rows.append(("", "lineagefs mount: " + name, fmt_s(l[key]), "", "-"))
+            rows.append(("", "ext4 copy: " + name, fmt_s(e[key]), "", fx(e[key] / l[key])))
+            if key in sq:
+                a = sq[key] / l[key]
+                adv.setdefault("metadata " + name.split()[0], {})["squashfuse (same tree)"] = a
+                rows.append(("", "squashfuse, same tree: " + name, fmt_s(sq[key]), "", fx(a)))
+            elif "na" in sq:
+                rows.append(("", "squashfuse, same tree: " + name, "n/a", "", sq["na"][:60]))
 
     dm = R["daemon"]
     if dm:
