@@ -563,18 +563,18 @@ class Bench:
             time.sleep(0.1)
         return mnt, proc, root
 
-    def mount_squashfuse(self):
+    def mount_squashfuse(self, img=None, name="squashfuse"):
         if not which("squashfuse"):
             raise PeerFailure("squashfuse not installed")
-        img = os.path.join(W.work, "family.sqfs")
+        img = img or os.path.join(W.work, "family.sqfs")
         if not os.path.exists(img):
             raise PeerFailure("no squashfs image")
-        mnt = os.path.join(W.mnt, "squashfuse")
+        mnt = os.path.join(W.mnt, name)
         os.makedirs(mnt, exist_ok=True)
-        lf = open(os.path.join(W.logs, "squashfuse.log"), "ab")
+        lf = open(os.path.join(W.logs, name + ".log"), "ab")
         proc = subprocess.Popen(["squashfuse", "-f", img, mnt], stdout=lf, stderr=lf)
         _mounts.append((mnt, proc))
-        self.wait_mounted(mnt, proc, PeerFailure, "squashfuse")
+        self.wait_mounted(mnt, proc, PeerFailure, name)
         return mnt, proc, mnt
 
     def wait_mounted(self, mnt, proc, fail, what, timeout=60):
@@ -717,17 +717,12 @@ class Bench:
         self.peer("metadata", "squashfuse", lambda: self.meta_squashfuse(reps))
 
     def meta_squashfuse(self, reps):
-        if not which("squashfuse") or not which("mksquashfs"):
-            raise PeerFailure("squashfuse or mksquashfs not installed")
+        if not which("mksquashfs"):
+            raise PeerFailure("mksquashfs not installed")
         img = os.path.join(W.work, "meta-tree.sqfs")
         run(["mksquashfs", W.ext4, img, "-comp", "zstd", "-noappend", "-quiet"], "squashfs-meta")
-        mnt = os.path.join(W.mnt, "squashfuse-meta")
-        os.makedirs(mnt, exist_ok=True)
-        lf = open(os.path.join(W.logs, "squashfuse-meta.log"), "ab")
-        proc = subprocess.Popen(["squashfuse", "-f", img, mnt], stdout=lf, stderr=lf)
-        _mounts.append((mnt, proc))
+        mnt, proc, _ = self.mount_squashfuse(img, "squashfuse-meta")
         try:
-            self.wait_mounted(mnt, proc, PeerFailure, "squashfuse (metadata tree)")
             return self.meta_times(mnt, reps)
         finally:
             self.unmount(mnt, proc, PeerFailure)
