@@ -408,8 +408,9 @@ void VersionView::EnsureParent(lineage::Lineage& lin) {
 struct Node {
   NodeKind kind = NodeKind::kRoot;
   std::string model, version;
-  std::shared_ptr<VersionView> view;  // for nodes inside a version
-  std::string rest;                   // tensors/ sub-path, original name, view name, child name
+  std::shared_ptr<const lineage::Model> model_rec;  // for a model folder and what is in it
+  std::shared_ptr<VersionView> view;                // for nodes inside a version
+  std::string rest;  // tensors/ sub-path, original name, view name, child name
   int tensor = -1;
   std::string link_target;
   int64_t mtime_ns = 0;
@@ -438,7 +439,8 @@ void Namespace::Invalidate(const std::string& model, const std::string& version)
   std::lock_guard<std::mutex> l(mu_);
   auto it = views_.find(model + "/" + version);
   if (it != views_.end()) {
-    lru_.erase(it->second.second);
+    cached_view_bytes_ -= it->second.accounted;
+    lru_.erase(it->second.lru);
     views_.erase(it);
   }
 }
@@ -451,8 +453,8 @@ Result<std::shared_ptr<VersionView>> Namespace::View(const std::string& model,
     std::lock_guard<std::mutex> l(mu_);
     auto it = views_.find(key);
     if (it != views_.end()) {
-      lru_.splice(lru_.begin(), lru_, it->second.second);
-      cached = it->second.first;
+      lru_.splice(lru_.begin(), lru_, it->second.lru);
+      cached = it->second.view;
     }
   }
   // Read the record (a short LMDB lookup) and reuse the view while it is the
@@ -468,7 +470,15 @@ Result<std::shared_ptr<VersionView>> Namespace::View(const std::string& model,
   }
   if (cached && cached->record == record) {
     std::lock_guard<std::mutex> l(mu_);
-    TrimViewsLocked();
+    auto it = views_.find(key);
+    if (it != views_.end()) {
+      // Only this view's growth since it was last counted: a hit stays O(1)
+      // (summing every cached view on each lookup was 7% of a `find`).
+      size_t now = it->second.view->bytes.load(std::memory_order_relaxed);
+      cached_view_bytes_ += now - it->second.accounted;
+      it->second.accounted = now;
+      TrimViewsLocked();
+    }
     return cached;
   }
   LFS_ASSIGN_OR_RETURN(Version v, lineage::DecodeVersion(record));
@@ -476,11 +486,18 @@ Result<std::shared_ptr<VersionView>> Namespace::View(const std::string& model,
   std::lock_guard<std::mutex> l(mu_);
   auto it = views_.find(key);
   if (it != views_.end()) {
-    lru_.erase(it->second.second);
+    lru_.erase(it->second.lru);
     views_.erase(it);
   }
   lru_.push_front(key);
-  views_[key] = {view, lru_.begin()};
+  views_[key] = {view, lru_.begin(), 0};
+  // A miss (a version record decoded) recounts every view, so growth of views
+  // not looked up again since is counted too.
+  cached_view_bytes_ = 0;
+  for (auto& [k, e] : views_) {
+    e.accounted = e.view->bytes.load(std::memory_order_relaxed);
+    cached_view_bytes_ += e.accounted;
+  }
   TrimViewsLocked();
   return view;
 }
@@ -494,106 +511,198 @@ std::pair<size_t, size_t> Namespace::view_cache_usage() {
 // the byte bound is applied on every View() call, not only on insertion. The
 // most recent view always stays.
 void Namespace::TrimViewsLocked() {
-  size_t total = 0;
-  for (const auto& [key, e] : views_) total += e.first->bytes.load(std::memory_order_relaxed);
   while (views_.size() > 1 &&
-         (views_.size() > opts_.max_cached_versions || total > opts_.max_view_bytes)) {
+         (views_.size() > opts_.max_cached_versions || cached_view_bytes_ > opts_.max_view_bytes)) {
     auto it = views_.find(lru_.back());
-    total -= it->second.first->bytes.load(std::memory_order_relaxed);
+    cached_view_bytes_ -= it->second.accounted;
     views_.erase(it);
     lru_.pop_back();
   }
-  cached_view_bytes_ = total;
 }
+
+Result<std::shared_ptr<const lineage::Model>> Namespace::DecodeModelCached(
+    const std::string& name, std::string_view record) {
+  {
+    std::lock_guard<std::mutex> l(models_mu_);
+    auto it = models_.find(name);
+    if (it != models_.end() && it->second.first == record) return it->second.second;
+  }
+  LFS_ASSIGN_OR_RETURN(lineage::Model m, lineage::DecodeModel(record));
+  auto model = std::make_shared<const lineage::Model>(std::move(m));
+  std::lock_guard<std::mutex> l(models_mu_);
+  auto it = models_.find(name);
+  if (it != models_.end()) {
+    cached_model_bytes_ -= it->second.first.size();
+    models_.erase(it);
+  }
+  // Bounded by record bytes; any entry may go (a miss costs one decode).
+  while (!models_.empty() && cached_model_bytes_ + record.size() > opts_.max_model_bytes) {
+    cached_model_bytes_ -= models_.begin()->second.first.size();
+    models_.erase(models_.begin());
+  }
+  cached_model_bytes_ += record.size();
+  models_[name] = {std::string(record), model};
+  return model;
+}
+
+Result<std::shared_ptr<const lineage::Model>> Namespace::ModelOf(const std::string& name) {
+  ReadTxn txn(store_.db());
+  LFS_ASSIGN_OR_RETURN(auto raw, txn.Get(Table::kModels, name));
+  if (!raw) return Status::NotFound("no model named '" + name + "'");
+  return DecodeModelCached(name, *raw);
+}
+
+Result<std::vector<std::pair<std::string, std::shared_ptr<const lineage::Model>>>>
+Namespace::AllModels() {
+  std::vector<std::pair<std::string, std::shared_ptr<const lineage::Model>>> out;
+  ReadTxn txn(store_.db());
+  Status err;
+  LFS_RETURN_IF_ERROR(txn.Scan(Table::kModels, "", [&](std::string_view k, std::string_view v) {
+    std::string name(k);
+    auto m = DecodeModelCached(name, v);
+    if (!m.ok()) {
+      err = m.status();
+      return false;
+    }
+    out.emplace_back(std::move(name), std::move(m).value());
+    return true;
+  }));
+  LFS_RETURN_IF_ERROR(err);
+  return out;
+}
+
+namespace {
+Node ModelNode(const std::string& name, std::shared_ptr<const lineage::Model> m) {
+  Node n;
+  n.kind = NodeKind::kModel;
+  n.model = name;
+  n.mtime_ns = m->created_ns;
+  n.model_rec = std::move(m);
+  return n;
+}
+}  // namespace
 
 Result<Node> Namespace::Resolve(const std::string& path) {
   auto c = SplitPath(path);
   Node n;
   if (c.empty()) {
     n.kind = NodeKind::kRoot;
-    LFS_ASSIGN_OR_RETURN(auto models, lin_.ListModels());
-    for (const auto& m : models) {
-      auto mm = lin_.GetModel(m);
-      if (mm.ok()) n.mtime_ns = std::max(n.mtime_ns, mm->created_ns);
+    LFS_ASSIGN_OR_RETURN(auto models, AllModels());
+    for (const auto& [name, m] : models) n.mtime_ns = std::max(n.mtime_ns, m->created_ns);
+    return n;
+  }
+  // Below the root, one step per component (the root's mtime is not needed).
+  for (const auto& name : c) {
+    LFS_ASSIGN_OR_RETURN(n, Step(n, name, path));
+  }
+  return n;
+}
+
+// The entry `name` of the folder `dir`; `path` (the entry's or a deeper one)
+// names it in errors. ReadDir and Resolve share it, so a listed entry has the
+// attributes a lookup of it gives.
+Result<Node> Namespace::Step(const Node& dir, const std::string& name, const std::string& path) {
+  switch (dir.kind) {
+    case NodeKind::kRoot: {
+      LFS_ASSIGN_OR_RETURN(auto m, ModelOf(name));
+      return ModelNode(name, std::move(m));
     }
-    return n;
+    case NodeKind::kModel: {
+      Node n;
+      n.model = dir.model;
+      n.model_rec = dir.model_rec;
+      if (name == "latest") {
+        LFS_ASSIGN_OR_RETURN(auto latest, LatestOf(*dir.model_rec));
+        if (!latest) return Status::NotFound(dir.model + " has no committed version yet");
+        n.kind = NodeKind::kSymlink;
+        n.link_target = *latest;
+        n.mtime_ns = dir.mtime_ns;
+        return n;
+      }
+      n.version = name;
+      LFS_ASSIGN_OR_RETURN(n.view, View(dir.model, name));
+      n.kind = NodeKind::kVersion;
+      n.mtime_ns = n.view->v.mtime_ns();
+      n.immutable = n.view->v.committed();
+      return n;
+    }
+    case NodeKind::kVersion: return VersionEntry(dir, name, path);
+    case NodeKind::kTensorDir: {
+      Node n = dir;
+      auto dit = dir.view->tensor_dirs.find(dir.rest);
+      if (dit == dir.view->tensor_dirs.end()) return Status::NotFound(path);
+      auto eit = dit->second.find(name);
+      if (eit == dit->second.end()) return Status::NotFound(path);
+      if (eit->second >= 0) {
+        n.kind = NodeKind::kTensorFile;
+        n.tensor = eit->second;
+        n.rest.clear();
+      } else {
+        n.rest = dir.rest + (dir.rest.empty() ? "" : "/") + name;
+      }
+      return n;
+    }
+    case NodeKind::kViewsDir: {
+      if (!dir.view->views.count(name)) return Status::NotFound(path);
+      Node n = dir;
+      n.kind = NodeKind::kViewFile;
+      n.rest = name;
+      return n;
+    }
+    case NodeKind::kChildrenDir: {
+      LFS_ASSIGN_OR_RETURN(auto kids, lin_.Children({dir.model, dir.version}));
+      for (const auto& [k, rel] : kids) {
+        if (ChildEntryName(k) == name) return ChildLinkNode(dir, k);
+      }
+      return Status::NotFound(path);
+    }
+    case NodeKind::kOriginal:
+    case NodeKind::kTensorFile: return Status::NotADirectory(path);
+    case NodeKind::kViewFile:
+    case NodeKind::kSymlink: break;
   }
-  n.model = c[0];
-  LFS_ASSIGN_OR_RETURN(lineage::Model model, lin_.GetModel(c[0]));
-  if (c.size() == 1) {
-    n.kind = NodeKind::kModel;
-    n.mtime_ns = model.created_ns;
-    return n;
+  return Status::NotFound(path);
+}
+
+Node Namespace::ChildLinkNode(const Node& children_dir, const VersionKey& k) {
+  Node n = children_dir;
+  n.kind = NodeKind::kSymlink;
+  n.link_target = "../../../" + k.model + "/" + k.version;
+  return n;
+}
+
+Result<std::optional<std::string>> Namespace::LatestOf(const lineage::Model& m) {
+  // Through the cached views: no version record is decoded twice.
+  for (auto it = m.versions.rbegin(); it != m.versions.rend(); ++it) {
+    LFS_ASSIGN_OR_RETURN(auto view, View(m.name, *it));
+    if (view->v.committed()) return std::optional<std::string>(*it);
   }
-  if (c[1] == "latest" && c.size() == 2) {
-    LFS_ASSIGN_OR_RETURN(auto latest, lin_.Latest(c[0]));
-    if (!latest) return Status::NotFound(c[0] + " has no committed version yet");
-    n.kind = NodeKind::kSymlink;
-    n.link_target = *latest;
-    n.mtime_ns = model.created_ns;
-    return n;
-  }
-  n.version = c[1];
-  LFS_ASSIGN_OR_RETURN(n.view, View(c[0], c[1]));
+  return std::optional<std::string>();
+}
+
+Result<Node> Namespace::VersionEntry(const Node& dir, const std::string& top,
+                                     const std::string& path) {
+  Node n = dir;
   const Version& v = n.view->v;
-  n.mtime_ns = v.mtime_ns();
-  n.immutable = v.committed();
-  if (c.size() == 2) {
-    n.kind = NodeKind::kVersion;
-    return n;
-  }
-  const std::string& top = c[2];
   bool derived = top == "tensors" || top == "views" || top == "children";
   if (derived && !v.committed()) return Status::NotFound(path + ": drafts show their files only");
   if (top == "tensors") {
     LFS_RETURN_IF_ERROR(n.view->EnsureTensors(store_, lin_));
-    std::string dir;
-    for (size_t k = 3; k < c.size(); k++) {
-      auto dit = n.view->tensor_dirs.find(dir);
-      if (dit == n.view->tensor_dirs.end()) return Status::NotFound(path);
-      auto eit = dit->second.find(c[k]);
-      if (eit == dit->second.end()) return Status::NotFound(path);
-      if (eit->second >= 0) {
-        if (k + 1 != c.size()) return Status::NotADirectory(path);
-        n.kind = NodeKind::kTensorFile;
-        n.tensor = eit->second;
-        return n;
-      }
-      dir += (dir.empty() ? "" : "/") + c[k];
-    }
     n.kind = NodeKind::kTensorDir;
-    n.rest = dir;
+    n.rest.clear();
     return n;
   }
   if (top == "views") {
     LFS_RETURN_IF_ERROR(n.view->EnsureViews(store_));
-    if (c.size() == 3) {
-      n.kind = NodeKind::kViewsDir;
-      return n;
-    }
-    if (c.size() > 4 || !n.view->views.count(c[3])) return Status::NotFound(path);
-    n.kind = NodeKind::kViewFile;
-    n.rest = c[3];
+    n.kind = NodeKind::kViewsDir;
     return n;
   }
   if (top == "children") {
     n.immutable = false;  // grows as versions derive from this one
-    if (c.size() == 3) {
-      n.kind = NodeKind::kChildrenDir;
-      return n;
-    }
-    if (c.size() > 4) return Status::NotFound(path);
-    LFS_ASSIGN_OR_RETURN(auto kids, lin_.Children({c[0], c[1]}));
-    for (const auto& [k, rel] : kids) {
-      if (ChildEntryName(k) == c[3]) {
-        n.kind = NodeKind::kSymlink;
-        n.link_target = "../../../" + k.model + "/" + k.version;
-        return n;
-      }
-    }
-    return Status::NotFound(path);
+    n.kind = NodeKind::kChildrenDir;
+    return n;
   }
-  if (c.size() == 3 && IsParentLinkName(top)) {
+  if (IsParentLinkName(top)) {
     size_t i = *ParentLinkIndex(top);
     if (i < v.parents.size()) {
       n.kind = NodeKind::kSymlink;
@@ -602,7 +711,7 @@ Result<Node> Namespace::Resolve(const std::string& path) {
     }
     return Status::NotFound(path);
   }
-  if (c.size() == 3 && drafts_ && !v.committed()) {
+  if (drafts_ && !v.committed()) {
     if (auto size = drafts_->SpooledSize(v.key, top)) {
       n.kind = NodeKind::kOriginal;
       n.rest = top;
@@ -611,12 +720,11 @@ Result<Node> Namespace::Resolve(const std::string& path) {
       return n;
     }
   }
-  if (c.size() == 3 && n.view->originals.count(top)) {
+  if (n.view->originals.count(top)) {
     n.kind = NodeKind::kOriginal;
     n.rest = top;
     return n;
   }
-  if (c.size() > 3 && n.view->originals.count(top)) return Status::NotADirectory(path);
   return Status::NotFound(path);
 }
 
@@ -639,6 +747,7 @@ Attr Namespace::MakeAttr(const std::string& path, const Node& n) {
   a.ino = InoOf(path);
   a.mtime_ns = n.mtime_ns;
   a.immutable = n.immutable;
+  a.draft = n.view && !n.view->v.committed();
   a.uid = opts_.uid;
   a.gid = opts_.gid;
   // A draft and what is in it belong to whoever made it through the mount
@@ -684,32 +793,34 @@ Result<Attr> Namespace::GetAttr(const std::string& path) {
   return MakeAttr(path, n);
 }
 
-Result<std::vector<DirEntry>> Namespace::ReadDir(const std::string& path) {
+Result<std::vector<DirEntry>> Namespace::ReadDir(const std::string& path, Attr* self) {
   LFS_ASSIGN_OR_RETURN(Node n, Resolve(path));
   std::string base = path == "/" || path.empty() ? "" : path;
   while (!base.empty() && base.back() == '/') base.pop_back();
   std::vector<DirEntry> out;
+  auto push = [&](const std::string& name, const Node& c) {
+    out.push_back({name, MakeAttr(base + "/" + name, c)});
+  };
+  // Each entry is one Step from the folder's node (no path resolution, no
+  // LMDB transaction for entries inside a version).
   auto add = [&](const std::string& name) -> Status {
-    std::string p = base + "/" + name;
-    auto a = GetAttr(p);
-    if (!a.ok()) {
-      if (a.status().IsNotFound()) return Status::OK();  // vanished meanwhile
-      return a.status();
+    auto c = Step(n, name, base + "/" + name);
+    if (!c.ok()) {
+      if (c.status().IsNotFound()) return Status::OK();  // vanished meanwhile
+      return c.status();
     }
-    out.push_back({name, *a});
+    push(name, *c);
     return Status::OK();
   };
   switch (n.kind) {
     case NodeKind::kRoot: {
-      LFS_ASSIGN_OR_RETURN(auto models, lin_.ListModels());
-      for (const auto& m : models) LFS_RETURN_IF_ERROR(add(m));
+      LFS_ASSIGN_OR_RETURN(auto models, AllModels());
+      for (auto& [name, m] : models) push(name, ModelNode(name, m));
       break;
     }
     case NodeKind::kModel: {
-      LFS_ASSIGN_OR_RETURN(auto m, lin_.GetModel(n.model));
-      LFS_ASSIGN_OR_RETURN(auto latest, lin_.Latest(n.model));
-      if (latest) LFS_RETURN_IF_ERROR(add("latest"));
-      for (const auto& v : m.versions) LFS_RETURN_IF_ERROR(add(v));
+      LFS_RETURN_IF_ERROR(add("latest"));
+      for (const auto& v : n.model_rec->versions) LFS_RETURN_IF_ERROR(add(v));
       break;
     }
     case NodeKind::kVersion: {
@@ -734,7 +845,9 @@ Result<std::vector<DirEntry>> Namespace::ReadDir(const std::string& path) {
       break;
     }
     case NodeKind::kTensorDir: {
-      for (const auto& [name, idx] : n.view->tensor_dirs[n.rest]) LFS_RETURN_IF_ERROR(add(name));
+      auto dit = n.view->tensor_dirs.find(n.rest);
+      if (dit == n.view->tensor_dirs.end()) return Status::NotFound(path);
+      for (const auto& [name, idx] : dit->second) LFS_RETURN_IF_ERROR(add(name));
       break;
     }
     case NodeKind::kViewsDir:
@@ -742,11 +855,12 @@ Result<std::vector<DirEntry>> Namespace::ReadDir(const std::string& path) {
       break;
     case NodeKind::kChildrenDir: {
       LFS_ASSIGN_OR_RETURN(auto kids, lin_.Children({n.model, n.version}));
-      for (const auto& [k, rel] : kids) LFS_RETURN_IF_ERROR(add(ChildEntryName(k)));
+      for (const auto& [k, rel] : kids) push(ChildEntryName(k), ChildLinkNode(n, k));
       break;
     }
     default: return Status::NotADirectory(path);
   }
+  if (self) *self = MakeAttr(path, n);
   return out;
 }
 

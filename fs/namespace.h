@@ -3,7 +3,7 @@
 // wraps it; tests drive it directly. The layout is documented in fs/LAYOUT.md.
 //
 // Lock order (outermost first): Namespace::mu_ (version-view cache) ->
-// Store internals (cache shards, pack files). Nothing here holds an LMDB
+// Store internals (cache shards, pack files). models_mu_ is a leaf. Nothing here holds an LMDB
 // transaction beyond one call.
 #pragma once
 
@@ -16,6 +16,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -45,6 +46,7 @@ struct Attr {
   uint32_t nlink = 1;
   int64_t mtime_ns = 0;
   bool immutable = false;  // committed content: long kernel cache timeouts
+  bool draft = false;      // a draft version or in one: changes as it is written
   uid_t uid = 0;
   gid_t gid = 0;
 };
@@ -92,6 +94,9 @@ class Namespace {
     // checkpoint layouts), approximate heap bytes; the most recent view is
     // kept whatever its size.
     size_t max_view_bytes = 32 << 20;
+    // Bound on the decoded model records kept (their raw bytes): a listing
+    // or lookup then decodes a model's JSON only when its record changed.
+    size_t max_model_bytes = 4 << 20;
     uid_t uid = 0;  // the mounting user: owns everything but others' drafts
     gid_t gid = 0;
     // The root and model folders are 01777 (like /tmp): with allow_other,
@@ -106,7 +111,9 @@ class Namespace {
   static uint64_t InoOf(const std::string& path);
 
   Result<Attr> GetAttr(const std::string& path);
-  Result<std::vector<DirEntry>> ReadDir(const std::string& path);
+  // The entries of a folder with their attributes (the same GetAttr gives
+  // each); *self, when given, gets the folder's own.
+  Result<std::vector<DirEntry>> ReadDir(const std::string& path, Attr* self = nullptr);
   Result<std::string> ReadLink(const std::string& path);
   Result<std::shared_ptr<FileContent>> Open(const std::string& path);
   // Extended attributes: names are "user.lineage.*"; NotFound means ENODATA.
@@ -135,6 +142,14 @@ class Namespace {
   Result<std::shared_ptr<VersionView>> View(const std::string& model, const std::string& version);
   void TrimViewsLocked();  // mu_ held
   Attr MakeAttr(const std::string& path, const Node& n);
+  Result<Node> Step(const Node& dir, const std::string& name, const std::string& path);
+  Result<Node> VersionEntry(const Node& dir, const std::string& name, const std::string& path);
+  Node ChildLinkNode(const Node& children_dir, const lineage::VersionKey& child);
+  Result<std::optional<std::string>> LatestOf(const lineage::Model& m);
+  Result<std::shared_ptr<const lineage::Model>> ModelOf(const std::string& name);
+  Result<std::vector<std::pair<std::string, std::shared_ptr<const lineage::Model>>>> AllModels();
+  Result<std::shared_ptr<const lineage::Model>> DecodeModelCached(const std::string& name,
+                                                                  std::string_view record);
 
   Store& store_;
   lineage::Lineage& lin_;
@@ -142,10 +157,18 @@ class Namespace {
   Drafts* drafts_ = nullptr;
   std::mutex mu_;
   std::list<std::string> lru_;
-  std::unordered_map<std::string,
-                     std::pair<std::shared_ptr<VersionView>, std::list<std::string>::iterator>>
-      views_;
-  size_t cached_view_bytes_ = 0;  // as of the last trim
+  struct CachedView {
+    std::shared_ptr<VersionView> view;
+    std::list<std::string>::iterator lru;
+    size_t accounted = 0;  // its bytes as of when they were last counted
+  };
+  std::unordered_map<std::string, CachedView> views_;
+  size_t cached_view_bytes_ = 0;  // sum of `accounted`
+  std::mutex models_mu_;
+  // name -> (raw record, decoded): reused while the record is the same.
+  std::unordered_map<std::string, std::pair<std::string, std::shared_ptr<const lineage::Model>>>
+      models_;
+  size_t cached_model_bytes_ = 0;
 };
 
 // "parent" -> 0, "parent.N" -> N for 1 <= N < 1000 written without leading

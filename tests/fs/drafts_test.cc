@@ -128,6 +128,33 @@ class DraftsTest : public ::testing::Test {
   VersionKey key_;
 };
 
+// A file being written is listed with its current size, and the listing
+// follows it as it grows (no attribute of a draft is kept between calls).
+TEST_F(DraftsTest, ListingShowsTheSpooledSize) {
+  Put("a.txt", "abc");
+  Drafts::Handle* w = MustOpen("b.txt", /*create=*/true);
+  ASSERT_TRUE(w);
+  ASSERT_OK(drafts_->Write(w, 0, "0123456789", 10));
+  auto sizes = [&] {
+    std::map<std::string, uint64_t> out;
+    auto es = ns_->ReadDir("/m/v1");
+    EXPECT_TRUE(es.ok());
+    if (!es.ok()) return out;
+    for (const auto& e : *es) {
+      out[e.name] = e.attr.size;
+      EXPECT_TRUE(e.attr.draft) << e.name;
+      auto a = ns_->GetAttr("/m/v1/" + e.name);
+      EXPECT_TRUE(a.ok() && a->size == e.attr.size) << e.name;
+    }
+    return out;
+  };
+  EXPECT_EQ(sizes(), (std::map<std::string, uint64_t>{{"a.txt", 3}, {"b.txt", 10}}));
+  ASSERT_OK(drafts_->Write(w, 10, "0123456789", 10));
+  EXPECT_EQ(sizes(), (std::map<std::string, uint64_t>{{"a.txt", 3}, {"b.txt", 20}}));
+  ASSERT_OK(drafts_->Release(w));
+  EXPECT_EQ(sizes(), (std::map<std::string, uint64_t>{{"a.txt", 3}, {"b.txt", 20}}));
+}
+
 // A reader opened while a file is spooled keeps reading it after the last
 // writer released the spool (the mount's open() can race the release).
 TEST_F(DraftsTest, ReaderHandleOutlivesTheWritersRelease) {

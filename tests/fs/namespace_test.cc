@@ -359,6 +359,73 @@ TEST_F(NamespaceTest, ViewCacheIsBoundedInBytes) {
   EXPECT_EQ(ReadFile("/base/v1/tensors/embed.weight.npy"), npy);
 }
 
+// ReadDir builds each entry's attributes from its folder (no lookup per
+// entry); they must be exactly what a lookup of the entry's path gives, for
+// committed versions, drafts and the folders that grow.
+TEST_F(NamespaceTest, ListedAttrsEqualLookedUpAttrs) {
+  Lineage::DraftOptions o;
+  o.parents = {{ft_, Relation::kFinetune}};
+  o.create_model = true;
+  ASSERT_OK_AND_ASSIGN(Version d, lin_->CreateDraft("wip", o));
+  ASSERT_OK(lin_->AddFile(d.key, "notes.txt", formats::MemoryAccess("hello")));
+  std::vector<std::pair<std::string, Attr>> all;
+  Walk("/", &all);
+  ASSERT_GT(all.size(), 40u);
+  std::set<std::string> seen_kinds;
+  for (const auto& [path, listed] : all) {
+    ASSERT_OK_AND_ASSIGN(Attr a, ns_->GetAttr(path));
+    EXPECT_EQ(listed.ino, a.ino) << path;
+    EXPECT_EQ(listed.mode, a.mode) << path;
+    EXPECT_EQ(listed.size, a.size) << path;
+    EXPECT_EQ(listed.nlink, a.nlink) << path;
+    EXPECT_EQ(listed.mtime_ns, a.mtime_ns) << path;
+    EXPECT_EQ(listed.immutable, a.immutable) << path;
+    EXPECT_EQ(listed.draft, a.draft) << path;
+    EXPECT_EQ(listed.uid, a.uid) << path;
+    EXPECT_EQ(listed.gid, a.gid) << path;
+    EXPECT_EQ(listed.ino, Namespace::InoOf(path)) << path;
+  }
+  // The draft and what is in it are marked as such, committed content is not.
+  std::map<std::string, Attr> by_path(all.begin(), all.end());
+  EXPECT_TRUE(by_path.at("/wip/v1").draft);
+  EXPECT_TRUE(by_path.at("/wip/v1/notes.txt").draft);
+  EXPECT_FALSE(by_path.at("/wip").draft);
+  EXPECT_FALSE(by_path.at("/ft/v1/model.safetensors").draft);
+  EXPECT_FALSE(by_path.at("/ft/v1/children").immutable);  // grows: short timeouts
+  EXPECT_FALSE(by_path.at("/ft/latest").immutable);
+  EXPECT_EQ(by_path.at("/ft/v1/children/wip@v1").size, std::string("../../../wip/v1").size());
+  // A folder's own attributes come with its listing.
+  for (const char* p : {"/", "/ft", "/ft/v1", "/ft/v1/tensors/encoder", "/wip/v1"}) {
+    Attr self;
+    ASSERT_OK(ns_->ReadDir(p, &self));
+    ASSERT_OK_AND_ASSIGN(Attr a, ns_->GetAttr(p));
+    EXPECT_EQ(self.ino, a.ino) << p;
+    EXPECT_EQ(self.mode, a.mode) << p;
+    EXPECT_EQ(self.mtime_ns, a.mtime_ns) << p;
+    EXPECT_EQ(self.immutable, a.immutable) << p;
+  }
+}
+
+// Model records are decoded once and reused while unchanged: a new version,
+// a removed one and a renamed model are all seen at the next listing.
+TEST_F(NamespaceTest, CachedModelRecordsFollowTheStore) {
+  ASSERT_OK_AND_ASSIGN(auto es, ns_->ReadDir("/ft"));
+  EXPECT_EQ(EntryNames(es), (std::set<std::string>{"latest", "v1"}));
+  ASSERT_OK(MakeVersion(*lin_, "ft", "v2", {{ft_, Relation::kFinetune}}, {{"config.json", cfg_}}));
+  ASSERT_OK_AND_ASSIGN(es, ns_->ReadDir("/ft"));
+  EXPECT_EQ(EntryNames(es), (std::set<std::string>{"latest", "v1", "v2"}));
+  ASSERT_OK_AND_ASSIGN(std::string l, ns_->ReadLink("/ft/latest"));
+  EXPECT_EQ(l, "v2");
+  // A bound of one byte keeps no model: every listing decodes, same answers.
+  Namespace::Options tiny;
+  tiny.max_model_bytes = 1;
+  ns_ = std::make_unique<Namespace>(*store_, *lin_, tiny);
+  ASSERT_OK_AND_ASSIGN(es, ns_->ReadDir("/ft"));
+  EXPECT_EQ(EntryNames(es), (std::set<std::string>{"latest", "v1", "v2"}));
+  ASSERT_OK_AND_ASSIGN(auto root, ns_->ReadDir("/"));
+  EXPECT_EQ(EntryNames(root), (std::set<std::string>{"base", "base-bf16", "ft"}));
+}
+
 TEST_F(NamespaceTest, SizesEqualBytesRead) {
   std::vector<std::pair<std::string, Attr>> all;
   Walk("/", &all);
