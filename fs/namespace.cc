@@ -171,7 +171,7 @@ Result<size_t> FileContent::Read(uint64_t off, size_t n, char* out) const {
       });
 }
 
-Result<size_t> FileContent::ReadRefs(uint64_t off, size_t n, int prefetch,
+Result<size_t> FileContent::ReadRefs(uint64_t off, size_t n, ReadHint hint,
                                      std::vector<ByteRef>* out) const {
   return WalkPieces(
       starts_, size_, off, n, [&](size_t i) { return segs_[i].length; },
@@ -185,11 +185,11 @@ Result<size_t> FileContent::ReadRefs(uint64_t off, size_t n, int prefetch,
             break;
           case Segment::Kind::kObject: {
             LFS_ASSIGN_OR_RETURN(got, ObjectReader::TensorRefs(store_, *s.object, s.offset + in,
-                                                               take, prefetch, out));
+                                                               take, hint, out));
             break;
           }
           case Segment::Kind::kRecipe: {
-            LFS_ASSIGN_OR_RETURN(got, s.recipe->ReadRefs(s.offset + in, take, prefetch, out));
+            LFS_ASSIGN_OR_RETURN(got, s.recipe->ReadRefs(s.offset + in, take, hint, out));
             break;
           }
         }

@@ -73,7 +73,7 @@ class FileContent {
   Result<size_t> Read(uint64_t off, size_t n, char* out) const;
   // The same bytes as references into the chunk cache (literals: into this
   // object, null hold), appended to *out; returns their total.
-  Result<size_t> ReadRefs(uint64_t off, size_t n, int prefetch, std::vector<ByteRef>* out) const;
+  Result<size_t> ReadRefs(uint64_t off, size_t n, ReadHint hint, std::vector<ByteRef>* out) const;
 
  private:
   Store& store_;

@@ -1,5 +1,7 @@
 #include "store/codec.h"
 
+#include "store/digest.h"
+
 // For ZSTD_compressSequences (see ZstdProfile::kLiterals).
 #define ZSTD_STATIC_LINKING_ONLY
 #include <zstd.h>
@@ -380,8 +382,19 @@ std::string EncodeGrouped(std::string_view raw, const uint8_t* base, size_t widt
   return std::string(reinterpret_cast<const char*>(out), cursor);
 }
 
-Status DecodeGrouped(std::string_view payload, size_t raw_len, const uint8_t* base,
-                     std::string* out) {
+// A byte-grouped payload's layout, checked against raw_len before anything is
+// allocated or decoded.
+struct GroupedLayout {
+  struct PlaneRef {
+    uint8_t mode;
+    const uint8_t* data;
+    size_t len;
+  };
+  size_t width = 0, n = 0, tail = 0, zstd_planes = 0, tail_at = 0;
+  PlaneRef refs[kMaxElemWidth];
+};
+
+Status ParseGrouped(std::string_view payload, size_t raw_len, GroupedLayout* g) {
   const uint8_t* in = Bytes(payload);
   if (payload.empty()) return Status::Corruption("byte-grouped: empty payload");
   const size_t width = in[0];
@@ -396,13 +409,7 @@ Status DecodeGrouped(std::string_view payload, size_t raw_len, const uint8_t* ba
   const size_t n = raw_len / width;
   const size_t tail = raw_len % width;
 
-  // Validate the whole layout before allocating or decoding anything.
-  struct PlaneRef {
-    uint8_t mode;
-    const uint8_t* data;
-    size_t len;
-  };
-  PlaneRef refs[kMaxElemWidth];
+  GroupedLayout::PlaneRef* refs = g->refs;
   size_t cursor = header;
   size_t zstd_planes = 0;
   for (size_t k = 0; k < width; ++k) {
@@ -424,7 +431,22 @@ Status DecodeGrouped(std::string_view payload, size_t raw_len, const uint8_t* ba
     cursor += len;
   }
   if (payload.size() - cursor != tail) return Status::Corruption("byte-grouped: bad tail length");
+  g->width = width;
+  g->n = n;
+  g->tail = tail;
+  g->zstd_planes = zstd_planes;
+  g->tail_at = cursor;
+  return Status::OK();
+}
 
+Status DecodeGroupedInto(std::string_view payload, size_t raw_len, const uint8_t* base,
+                         uint8_t* dst) {
+  GroupedLayout g;
+  LFS_RETURN_IF_ERROR(ParseGrouped(payload, raw_len, &g));
+  const uint8_t* in = Bytes(payload);
+  const size_t width = g.width, n = g.n, tail = g.tail, zstd_planes = g.zstd_planes;
+  const size_t cursor = g.tail_at;
+  const GroupedLayout::PlaneRef* refs = g.refs;
   uint8_t* scratch = ThreadScratch(Scratch::kPlanes, zstd_planes * n);
   const uint8_t* plane[kMaxElemWidth];
   for (size_t k = 0; k < width; ++k) {
@@ -437,8 +459,6 @@ Status DecodeGrouped(std::string_view payload, size_t raw_len, const uint8_t* ba
     scratch += n;
   }
 
-  out->resize(raw_len);
-  uint8_t* dst = Bytes(*out);
   if (base != nullptr) {
     MergePlanes<true>(plane, base, n, width, dst);
   } else {
@@ -515,19 +535,9 @@ void OfferStandalone(std::string_view raw, const EncodeOptions& opts, size_t lim
   best->Offer(CodecId::kZstd, EncodeZstd(raw, opts.zstd_level, bound()));
 }
 
-}  // namespace
-
-const char* CodecName(CodecId id) {
-  switch (id) {
-    case CodecId::kRaw: return "raw";
-    case CodecId::kZstd: return "zstd";
-    case CodecId::kByteGroupZstd: return "bytegroup-zstd";
-    case CodecId::kXorDelta: return "xor-delta";
-  }
-  return "unknown";
-}
-
-Encoded Encode(std::string_view raw, const EncodeOptions& opts, const std::string_view* base) {
+// The smallest of raw / zstd / byte-grouped / XOR delta for one piece of
+// bytes (a whole chunk, or one segment of a kSegmented chunk).
+Encoded EncodeFlat(std::string_view raw, const EncodeOptions& opts, const std::string_view* base) {
   // The delta goes first: its size caps the standalone encodings, which then
   // give up as soon as they cannot match it (the common case for a fine-tuned
   // child). A standalone encoding the same size as the delta still wins.
@@ -545,29 +555,230 @@ Encoded Encode(std::string_view raw, const EncodeOptions& opts, const std::strin
   return std::move(best).Take();
 }
 
+// Decodes a codec 0-3 payload into exactly raw_len bytes at dst.
+Status DecodeFlatInto(CodecId codec, std::string_view payload, size_t raw_len,
+                      std::string_view base, uint8_t* dst) {
+  switch (codec) {
+    case CodecId::kRaw:
+      if (payload.size() != raw_len) return Status::Corruption("raw: length mismatch");
+      if (raw_len > 0) std::memcpy(dst, payload.data(), raw_len);
+      return Status::OK();
+    case CodecId::kZstd: return DecompressExact(Bytes(payload), payload.size(), dst, raw_len);
+    case CodecId::kByteGroupZstd: return DecodeGroupedInto(payload, raw_len, nullptr, dst);
+    case CodecId::kXorDelta:
+      if (base.size() != raw_len) return Status::Corruption("xor-delta: base length mismatch");
+      return DecodeGroupedInto(payload, raw_len, Bytes(base), dst);
+    case CodecId::kSegmented: break;
+  }
+  return Status::Corruption("unknown codec id " + std::to_string(static_cast<int>(codec)));
+}
+
+// ---------------------------------------------------------------------------
+// Segmented payload (kSegmented), little-endian:
+//
+//   u32 segment_bytes S                    a multiple of 8 (whole elements)
+//   u32 n                                  ceil(raw_len / S)
+//   n × { u8 codec; u32 payload_len; u64 xxh3_64 of the segment's raw bytes }
+//   u64 XXH3-64 of the table bytes above
+//   n × segment payload                    codec 0-3 of raw[i*S, (i+1)*S)
+//
+// An XOR segment is a delta against the same byte range of the chunk's base.
+// ---------------------------------------------------------------------------
+constexpr size_t kSegmentEntryBytes = 13;
+constexpr uint32_t kMaxSegments = 1 << 16;
+constexpr uint32_t kMaxSegmentBytes = 16 << 20;
+
+void PutU64(uint8_t* p, uint64_t v) {
+  for (int i = 0; i < 8; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
+}
+uint64_t GetU64(const uint8_t* p) { return GetU32(p) | uint64_t{GetU32(p + 4)} << 32; }
+
+Encoded EncodeSegmented(std::string_view raw, const EncodeOptions& opts,
+                        const std::string_view* base) {
+  const size_t seg = kSegmentBytes;
+  const size_t n = (raw.size() + seg - 1) / seg;
+  std::string table(SegmentTableBytes(n), '\0');
+  uint8_t* t = Bytes(table);
+  PutU32(t, static_cast<uint32_t>(seg));
+  PutU32(t + 4, static_cast<uint32_t>(n));
+  std::string body;
+  body.reserve(raw.size() / 2);
+  bool delta = false;
+  for (size_t i = 0; i < n; ++i) {
+    std::string_view piece = raw.substr(i * seg, seg);
+    std::string_view base_piece;
+    if (base != nullptr) base_piece = base->substr(i * seg, seg);
+    Encoded e = EncodeFlat(piece, opts, base != nullptr ? &base_piece : nullptr);
+    delta |= e.codec == CodecId::kXorDelta;
+    uint8_t* entry = t + 8 + kSegmentEntryBytes * i;
+    entry[0] = static_cast<uint8_t>(e.codec);
+    PutU32(entry + 1, static_cast<uint32_t>(e.payload.size()));
+    PutU64(entry + 5, Hash64(piece.data(), piece.size()));
+    body += e.payload;
+  }
+  const size_t covered = 8 + kSegmentEntryBytes * n;
+  PutU64(t + covered, Hash64(t, covered));
+  Encoded out;
+  out.codec = CodecId::kSegmented;
+  out.uses_base = delta;
+  out.payload = std::move(table);
+  out.payload += body;
+  return out;
+}
+
+}  // namespace
+
+const char* CodecName(CodecId id) {
+  switch (id) {
+    case CodecId::kRaw: return "raw";
+    case CodecId::kZstd: return "zstd";
+    case CodecId::kByteGroupZstd: return "bytegroup-zstd";
+    case CodecId::kXorDelta: return "xor-delta";
+    case CodecId::kSegmented: return "segmented";
+  }
+  return "unknown";
+}
+
+bool ValidCodecId(uint8_t id) { return id <= static_cast<uint8_t>(CodecId::kSegmented); }
+
+Encoded Encode(std::string_view raw, const EncodeOptions& opts, const std::string_view* base) {
+  const bool tensor_like = opts.elem_width > 1 || base != nullptr;
+  if (opts.segment && tensor_like && raw.size() >= 2 * kSegmentBytes &&
+      raw.size() <= std::numeric_limits<uint32_t>::max()) {
+    if (base != nullptr && base->size() != raw.size()) base = nullptr;
+    return EncodeSegmented(raw, opts, base);
+  }
+  Encoded e = EncodeFlat(raw, opts, base);
+  e.uses_base = e.codec == CodecId::kXorDelta;
+  return e;
+}
+
+size_t SegmentTableBytes(size_t n_segments) {
+  return 8 + kSegmentEntryBytes * n_segments + 8;
+}
+
+Result<SegmentTable> ParseSegmentTable(std::string_view payload, size_t raw_len) {
+  const uint8_t* p = Bytes(payload);
+  if (payload.size() < 8) return Status::Corruption("segmented: truncated table");
+  SegmentTable st;
+  st.segment_bytes = GetU32(p);
+  const uint32_t n = GetU32(p + 4);
+  if (raw_len > std::numeric_limits<uint32_t>::max()) {
+    return Status::Corruption("segmented: length too large");
+  }
+  if (st.segment_bytes == 0 || st.segment_bytes % kMaxElemWidth != 0 ||
+      st.segment_bytes > kMaxSegmentBytes || n > kMaxSegments ||
+      uint64_t{n} * st.segment_bytes < raw_len ||
+      (n > 0 && uint64_t{n - 1} * st.segment_bytes >= raw_len) || (n == 0 && raw_len != 0)) {
+    return Status::Corruption("segmented: segment count does not cover the chunk");
+  }
+  st.table_bytes = SegmentTableBytes(n);
+  if (payload.size() < st.table_bytes) return Status::Corruption("segmented: truncated table");
+  const size_t covered = st.table_bytes - 8;
+  if (Hash64(p, covered) != GetU64(p + covered)) {
+    return Status::Corruption("segmented: table checksum mismatch");
+  }
+  st.segments.resize(n);
+  uint64_t at = st.table_bytes;
+  for (uint32_t i = 0; i < n; ++i) {
+    const uint8_t* entry = p + 8 + kSegmentEntryBytes * i;
+    if (entry[0] > static_cast<uint8_t>(CodecId::kXorDelta)) {
+      return Status::Corruption("segmented: bad segment codec");
+    }
+    SegmentTable::Segment& s = st.segments[i];
+    s.codec = static_cast<CodecId>(entry[0]);
+    s.payload_offset = at;
+    s.payload_len = GetU32(entry + 1);
+    s.hash = GetU64(entry + 5);
+    s.raw_offset = uint64_t{i} * st.segment_bytes;
+    s.raw_len = static_cast<uint32_t>(std::min<uint64_t>(st.segment_bytes, raw_len - s.raw_offset));
+    st.uses_base |= s.codec == CodecId::kXorDelta;
+    at += s.payload_len;
+  }
+  st.payload_bytes = at;
+  return st;
+}
+
+Status DecodeSegment(const SegmentTable::Segment& s, std::string_view seg_payload,
+                     std::string_view base_piece, char* out) {
+  if (seg_payload.size() != s.payload_len) return Status::Corruption("segmented: short segment");
+  LFS_RETURN_IF_ERROR(DecodeFlatInto(s.codec, seg_payload, s.raw_len, base_piece,
+                                     reinterpret_cast<uint8_t*>(out)));
+  if (Hash64(out, s.raw_len) != s.hash) {
+    return Status::Corruption("segmented: segment does not match its checksum");
+  }
+  return Status::OK();
+}
+
+namespace {
+// The checks a codec 0-3 payload passes before raw_len bytes are allocated
+// for it (and again while decoding).
+Status CheckFlat(CodecId codec, std::string_view payload, size_t raw_len, std::string_view base) {
+  GroupedLayout g;
+  switch (codec) {
+    case CodecId::kRaw:
+      if (payload.size() != raw_len) return Status::Corruption("raw: length mismatch");
+      return Status::OK();
+    case CodecId::kZstd:
+      if (ZSTD_getFrameContentSize(payload.data(), payload.size()) != raw_len) {
+        return Status::Corruption("zstd frame: content size does not match");
+      }
+      return Status::OK();
+    case CodecId::kXorDelta:
+      if (base.size() != raw_len) return Status::Corruption("xor-delta: base length mismatch");
+      return ParseGrouped(payload, raw_len, &g);
+    case CodecId::kByteGroupZstd: return ParseGrouped(payload, raw_len, &g);
+    case CodecId::kSegmented: break;
+  }
+  return Status::Corruption("unknown codec id " + std::to_string(static_cast<int>(codec)));
+}
+}  // namespace
+
 Status Decode(CodecId codec, std::string_view payload, size_t raw_len, int elem_width,
               std::string_view base, std::string* out) {
   // The byte-grouped payloads carry their own element width.
   (void)elem_width;
   switch (codec) {
-    case CodecId::kRaw:
-      if (payload.size() != raw_len) return Status::Corruption("raw: length mismatch");
-      out->assign(payload);
-      return Status::OK();
-    case CodecId::kZstd: {
-      // Checked before allocating raw_len bytes, and again by DecompressExact.
-      if (ZSTD_getFrameContentSize(payload.data(), payload.size()) != raw_len) {
-        return Status::Corruption("zstd frame: content size does not match");
+    case CodecId::kSegmented: {
+      LFS_ASSIGN_OR_RETURN(SegmentTable st, ParseSegmentTable(payload, raw_len));
+      if (st.payload_bytes != payload.size()) {
+        return Status::Corruption("segmented: segments do not fill the payload");
+      }
+      if (st.uses_base && base.size() != raw_len) {
+        return Status::Corruption("segmented: base length mismatch");
+      }
+      for (const SegmentTable::Segment& s : st.segments) {
+        LFS_RETURN_IF_ERROR(CheckFlat(s.codec, payload.substr(s.payload_offset, s.payload_len),
+                                      s.raw_len,
+                                      st.uses_base ? base.substr(s.raw_offset, s.raw_len) : ""));
       }
       out->resize(raw_len);
-      return DecompressExact(Bytes(payload), payload.size(), Bytes(*out), raw_len);
+      // The chunk's digest, checked by the caller, covers every byte: the
+      // per-segment checksums are for partial reads (and fsck), not needed here.
+      for (const SegmentTable::Segment& s : st.segments) {
+        std::string_view base_piece =
+            st.uses_base ? base.substr(s.raw_offset, s.raw_len) : std::string_view();
+        LFS_RETURN_IF_ERROR(DecodeFlatInto(s.codec, payload.substr(s.payload_offset, s.payload_len),
+                                           s.raw_len, base_piece, Bytes(*out) + s.raw_offset));
+      }
+      return Status::OK();
     }
-    case CodecId::kByteGroupZstd: return DecodeGrouped(payload, raw_len, nullptr, out);
-    case CodecId::kXorDelta:
-      if (base.size() != raw_len) return Status::Corruption("xor-delta: base length mismatch");
-      return DecodeGrouped(payload, raw_len, Bytes(base), out);
+    default: break;
   }
-  return Status::Corruption("unknown codec id " + std::to_string(static_cast<int>(codec)));
+  LFS_RETURN_IF_ERROR(CheckFlat(codec, payload, raw_len, base));
+  out->resize(raw_len);
+  return DecodeFlatInto(codec, payload, raw_len, base, Bytes(*out));
+}
+
+Status CheckSegments(std::string_view payload, std::string_view raw) {
+  LFS_ASSIGN_OR_RETURN(SegmentTable st, ParseSegmentTable(payload, raw.size()));
+  for (const SegmentTable::Segment& s : st.segments) {
+    if (Hash64(raw.data() + s.raw_offset, s.raw_len) != s.hash) {
+      return Status::Corruption("segment " + std::to_string(s.raw_offset / st.segment_bytes) +
+                                " does not match its checksum");
+    }
+  }
+  return Status::OK();
 }
 
 }  // namespace lfs::codec

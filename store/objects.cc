@@ -326,12 +326,17 @@ namespace {
 constexpr uint64_t kPrefetchChunks = 2;
 
 // [off, off+n) of a tensor's stored chunks (n already clipped to the tensor).
-Result<size_t> StoredRefs(Store& store, const TensorObject& t, uint64_t off, size_t n, int prefetch,
-                          std::vector<ByteRef>* out) {
-  uint64_t last = (off + n + t.chunk_bytes - 1) / t.chunk_bytes;
-  for (uint64_t ci = last;
-       ci < last + static_cast<uint64_t>(std::max(0, prefetch)) && ci < t.chunks.size(); ci++) {
-    store.Prefetch(t.chunks[ci]);
+Result<size_t> StoredRefs(Store& store, const TensorObject& t, uint64_t off, size_t n,
+                          ReadHint hint, std::vector<ByteRef>* out) {
+  const uint64_t first = off / t.chunk_bytes;
+  const uint64_t last = (off + n + t.chunk_bytes - 1) / t.chunk_bytes;
+  // A sequential reader served partially (its first read) wants the chunks it
+  // is in decoded whole next, as well as the ones after.
+  const uint64_t from = hint.partial ? first : last;
+  for (uint64_t ci = from;
+       ci < last + static_cast<uint64_t>(std::max(0, hint.prefetch)) && ci < t.chunks.size();
+       ci++) {
+    if (hint.prefetch > 0) store.Prefetch(t.chunks[ci]);
   }
   size_t done = 0;
   while (done < n) {
@@ -339,11 +344,19 @@ Result<size_t> StoredRefs(Store& store, const TensorObject& t, uint64_t off, siz
     uint64_t ci = pos / t.chunk_bytes;
     uint64_t in_chunk = pos % t.chunk_bytes;
     if (ci >= t.chunks.size()) return Status::Corruption("tensor shorter than its chunk list");
-    LFS_ASSIGN_OR_RETURN(auto chunk, store.ReadChunk(t.chunks[ci]));
-    if (in_chunk >= chunk->size()) return Status::Corruption("tensor chunk shorter than expected");
-    size_t take = std::min<size_t>(n - done, chunk->size() - in_chunk);
-    const char* p = chunk->data() + in_chunk;
-    out->push_back({std::move(chunk), p, take});
+    ChunkPiece piece;
+    if (hint.partial) {
+      LFS_ASSIGN_OR_RETURN(piece, store.ReadChunkRange(t.chunks[ci], in_chunk, n - done));
+    } else {
+      LFS_ASSIGN_OR_RETURN(piece.bytes, store.ReadChunk(t.chunks[ci]));
+    }
+    const uint64_t piece_end = piece.offset + piece.bytes->size();
+    if (in_chunk < piece.offset || in_chunk >= piece_end) {
+      return Status::Corruption("tensor chunk shorter than expected");
+    }
+    size_t take = static_cast<size_t>(std::min<uint64_t>(n - done, piece_end - in_chunk));
+    const char* p = piece.bytes->data() + (in_chunk - piece.offset);
+    out->push_back({std::move(piece.bytes), p, take});
     done += take;
   }
   return done;
@@ -352,7 +365,7 @@ Result<size_t> StoredRefs(Store& store, const TensorObject& t, uint64_t off, siz
 Result<size_t> ReadStoredBytes(Store& store, const TensorObject& t, uint64_t off, size_t n,
                                char* out) {
   std::vector<ByteRef> refs;
-  LFS_ASSIGN_OR_RETURN(size_t got, StoredRefs(store, t, off, n, kPrefetchChunks, &refs));
+  LFS_ASSIGN_OR_RETURN(size_t got, StoredRefs(store, t, off, n, {kPrefetchChunks, false}, &refs));
   size_t done = 0;
   for (const auto& r : refs) {
     std::memcpy(out + done, r.data, r.size);
@@ -496,10 +509,10 @@ Status PredictDerived(Store& store, const TensorObject& t, uint64_t off, size_t 
 }
 
 Result<size_t> ObjectReader::TensorRefs(Store& store, const TensorObject& t, uint64_t off, size_t n,
-                                        int prefetch, std::vector<ByteRef>* out) {
+                                        ReadHint hint, std::vector<ByteRef>* out) {
   if (off >= t.nbytes) return size_t{0};
   n = static_cast<size_t>(std::min<uint64_t>(n, t.nbytes - off));
-  if (t.derivation == Derivation::kNone) return StoredRefs(store, t, off, n, prefetch, out);
+  if (t.derivation == Derivation::kNone) return StoredRefs(store, t, off, n, hint, out);
   // Derived bytes are computed: one buffer of their own.
   auto buf = std::make_shared<std::string>(n, '\0');
   LFS_ASSIGN_OR_RETURN(size_t got, ReadTensor(store, t, off, n, buf->data()));
@@ -559,7 +572,7 @@ Result<size_t> FileReader::ReadAt(uint64_t off, size_t n, char* out) const {
       });
 }
 
-Result<size_t> FileReader::ReadRefs(uint64_t off, size_t n, int prefetch,
+Result<size_t> FileReader::ReadRefs(uint64_t off, size_t n, ReadHint hint,
                                     std::vector<ByteRef>* out) const {
   return WalkPieces(
       starts_, recipe_.size, off, n, [&](size_t i) { return recipe_.extents[i].length; },
@@ -577,7 +590,7 @@ Result<size_t> FileReader::ReadRefs(uint64_t off, size_t n, int prefetch,
         LFS_ASSIGN_OR_RETURN(auto t, Tensor(e.digest));
         LFS_ASSIGN_OR_RETURN(
             size_t got,
-            ObjectReader::TensorRefs(store_, *t, e.object_offset + in_ext, take, prefetch, out));
+            ObjectReader::TensorRefs(store_, *t, e.object_offset + in_ext, take, hint, out));
         if (got != take) return Status::Corruption("tensor object shorter than its file extent");
         return Status::OK();
       });

@@ -114,6 +114,16 @@ struct ByteRef {
   size_t size = 0;
 };
 
+// How a read is served from chunks that are not cached.
+struct ReadHint {
+  // Chunks past the range to decode in the background (a sequential reader
+  // wants some; a random one wants none).
+  int prefetch = 0;
+  // Decode only the segments of a kSegmented chunk the range needs, without
+  // caching them (a random or a first read: see Store::ReadChunkRange).
+  bool partial = false;
+};
+
 // Random-access reader of an object's bytes through the chunk cache.
 class ObjectReader {
  public:
@@ -121,10 +131,8 @@ class ObjectReader {
   static Result<size_t> ReadTensor(Store& store, const TensorObject& t, uint64_t off, size_t n,
                                    char* out);
   // The same bytes as references appended to *out; returns their total.
-  // prefetch: chunks past the range to decode in the background (a
-  // sequential reader wants some; a random one wants none).
   static Result<size_t> TensorRefs(Store& store, const TensorObject& t, uint64_t off, size_t n,
-                                   int prefetch, std::vector<ByteRef>* out);
+                                   ReadHint hint, std::vector<ByteRef>* out);
 };
 
 // Writes the prediction of bytes [off, off + n) of a derived tensor into out
@@ -170,7 +178,7 @@ class FileReader {
   // Reads up to n bytes at off; returns bytes read (0 at EOF).
   Result<size_t> ReadAt(uint64_t off, size_t n, char* out) const;
   // The same bytes as references appended to *out; returns their total.
-  Result<size_t> ReadRefs(uint64_t off, size_t n, int prefetch, std::vector<ByteRef>* out) const;
+  Result<size_t> ReadRefs(uint64_t off, size_t n, ReadHint hint, std::vector<ByteRef>* out) const;
 
  private:
   Result<std::shared_ptr<const TensorObject>> Tensor(const Digest& d) const;

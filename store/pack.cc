@@ -46,15 +46,12 @@ std::string EncodeFrame(const FrameHeader& h, std::string_view payload) {
   return f;
 }
 
-Status DecodeFrame(std::string_view frame, FrameHeader* h, std::string_view* payload,
-                   bool check_sum) {
-  if (frame.size() < kFrameHeaderSize + kFrameTrailerSize) {
-    return Status::Corruption("frame shorter than its header");
-  }
-  Decoder d(frame);
+Status DecodeFrameHeader(std::string_view prefix, FrameHeader* h) {
+  if (prefix.size() < kFrameHeaderSize) return Status::Corruption("frame shorter than its header");
+  Decoder d(prefix.substr(0, kFrameHeaderSize));
   if (d.Fixed32() != kFrameMagic) return Status::Corruption("bad frame magic");
   uint8_t codec = d.Fixed8();
-  if (codec > static_cast<uint8_t>(codec::CodecId::kXorDelta)) {
+  if (!codec::ValidCodecId(codec)) {
     return Status::Corruption("unknown codec id " + std::to_string(codec));
   }
   h->codec = static_cast<codec::CodecId>(codec);
@@ -66,6 +63,22 @@ Status DecodeFrame(std::string_view frame, FrameHeader* h, std::string_view* pay
   h->digest = d.DigestValue();
   h->base = d.DigestValue();
   if (!d.ok()) return Status::Corruption("truncated frame header");
+  if (h->codec == codec::CodecId::kXorDelta && h->base.empty()) {
+    return Status::Corruption("delta frame without a base");
+  }
+  if (h->codec != codec::CodecId::kXorDelta && h->codec != codec::CodecId::kSegmented &&
+      !h->base.empty()) {
+    return Status::Corruption("frame names a base its codec does not use");
+  }
+  return Status::OK();
+}
+
+Status DecodeFrame(std::string_view frame, FrameHeader* h, std::string_view* payload,
+                   bool check_sum) {
+  if (frame.size() < kFrameHeaderSize + kFrameTrailerSize) {
+    return Status::Corruption("frame shorter than its header");
+  }
+  LFS_RETURN_IF_ERROR(DecodeFrameHeader(frame, h));
   if (frame.size() != kFrameHeaderSize + h->payload_len + kFrameTrailerSize) {
     return Status::Corruption("frame length does not match its header");
   }

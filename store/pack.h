@@ -28,7 +28,7 @@ struct FrameHeader {
   uint32_t raw_len = 0;
   uint32_t payload_len = 0;
   Digest digest;  // address of the raw bytes
-  Digest base;    // delta base (empty unless codec is kXorDelta)
+  Digest base;    // delta base: set for kXorDelta and for kSegmented with XOR segments
 };
 
 // Whole frame: header, payload, checksum.
@@ -36,6 +36,9 @@ std::string EncodeFrame(const FrameHeader& h, std::string_view payload);
 // Parses and checks a whole frame (magic, lengths, checksum). On success
 // *payload points into frame. A reader that verifies the decoded bytes
 // against their digest anyway may skip the checksum (check_sum = false).
+// The header alone (the first kFrameHeaderSize bytes of a frame), unverified:
+// for a partial read, whose segments carry their own checksums.
+Status DecodeFrameHeader(std::string_view prefix, FrameHeader* h);
 Status DecodeFrame(std::string_view frame, FrameHeader* h, std::string_view* payload,
                    bool check_sum = true);
 

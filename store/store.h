@@ -69,6 +69,12 @@ Status AdjustChunkRefs(WriteTxn& txn, const Digest& d, int64_t delta);
 
 class Store;
 
+// Some bytes of a chunk: bytes[0] is the chunk's byte `offset`.
+struct ChunkPiece {
+  std::shared_ptr<const std::string> bytes;
+  uint64_t offset = 0;
+};
+
 struct ChunkRequest {
   std::string_view raw;
   int elem_width = 1;
@@ -150,6 +156,7 @@ class WriteBatch {
 struct CacheStats {
   uint64_t hits = 0, misses = 0, bytes = 0, capacity = 0;
   uint64_t loads = 0;  // chunks read from packs and decoded (one per miss, at best)
+  uint64_t partial_loads = 0;  // ReadChunkRange calls served by decoding segments
 };
 
 struct GcOptions {
@@ -179,6 +186,13 @@ class Store {
   // Verified bytes of a chunk: a mismatch with its address is Corruption.
   Result<std::shared_ptr<const std::string>> ReadChunk(const Digest& d);
   Result<std::optional<ChunkEntry>> FindChunk(const Digest& d) const;
+  // Verified bytes covering at least [off, off+n) of a chunk (n clipped to
+  // it). The whole chunk (ReadChunk) when it is cached, not kSegmented, or the
+  // range spans half of it; otherwise only the segments holding the range,
+  // read and decoded on this thread, each checked against its own checksum,
+  // and not cached: a random reader's kernel page cache keeps what it read.
+  // Any failure there falls back to ReadChunk (which says precisely what).
+  Result<ChunkPiece> ReadChunkRange(const Digest& d, uint64_t off, size_t n);
 
   // Takes the cross-process writer lock (blocking).
   Result<std::unique_ptr<WriteBatch>> BeginWrite();
@@ -214,6 +228,12 @@ class Store {
  private:
   Store() = default;
   Result<std::shared_ptr<const std::string>> ReadChunkDepth(const Digest& d, int depth);
+  // fsck: a kSegmented chunk's frame checksum and segment checksums against
+  // its verified bytes.
+  Status VerifySegments(const Digest& d, const std::string& raw);
+  Result<ChunkPiece> ReadChunkRangeDepth(const Digest& d, uint64_t off, size_t n, int depth);
+  Result<ChunkPiece> ReadSegments(const Digest& d, const ChunkEntry& e, uint64_t off, size_t n,
+                                  int depth);
   // Reads, decodes and verifies a chunk, then caches it (no in-flight check).
   Result<std::shared_ptr<const std::string>> LoadChunk(const Digest& d, int depth);
   Result<std::shared_ptr<RandomAccessFile>> PackFile(uint64_t id) const;

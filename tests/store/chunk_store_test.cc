@@ -8,6 +8,7 @@
 
 #include "store/fsck.h"
 #include "store/objects.h"
+#include "store/pack.h"
 #include "store/store.h"
 #include "tests/testing/temp_dir.h"
 
@@ -124,7 +125,7 @@ TEST_F(ChunkStoreTest, DeltaAgainstParentIsBitExactAndBounded) {
   }
   auto e = store_->FindChunk(cd);
   ASSERT_TRUE(e.ok() && e->has_value());
-  EXPECT_EQ((*e)->codec, codec::CodecId::kXorDelta);
+  EXPECT_EQ((*e)->codec, codec::CodecId::kSegmented);  // 1 MiB: segments, XOR deltas
   EXPECT_EQ((*e)->base, pd);
   EXPECT_EQ((*e)->depth, 1);
   store_->DropCache();
@@ -171,7 +172,7 @@ TEST_F(ChunkStoreTest, ConcurrentMissesOnOneChunkDecodeItOnce) {
     cd = *(*b)->PutChunk(child, 4, pd);
     ASSERT_TRUE((*b)->Commit().ok());
   }
-  ASSERT_EQ((*store_->FindChunk(cd))->codec, codec::CodecId::kXorDelta);
+  ASSERT_EQ((*store_->FindChunk(cd))->base, pd);
   for (int round = 0; round < 5; round++) {
     store_->DropCache();
     uint64_t before = store_->cache_stats().loads;
@@ -218,7 +219,7 @@ TEST_F(ChunkStoreTest, ManyReadersOfDeltaChainsThroughFewDecoders) {
       for (size_t i = 0; i < bytes.size() / 4; i += 5) bytes[i * 4] ^= 1;
     }
   }
-  ASSERT_EQ((*store_->FindChunk(ds[kDepth]))->codec, codec::CodecId::kXorDelta);
+  ASSERT_FALSE((*store_->FindChunk(ds[kDepth]))->base.empty());
   for (int round = 0; round < 4; round++) {
     store_->DropCache();
     constexpr int kThreads = 16;
@@ -326,6 +327,122 @@ TEST_F(ChunkStoreTest, CorruptPackByteIsDetected) {
   ASSERT_TRUE(Fsck(*store_, &rep, kChunkLevel).ok());
   EXPECT_FALSE(rep.ok());
   EXPECT_EQ(rep.bad_chunks.count(d), 1u);
+}
+
+// Reads of a few KiB from chunks that are not cached decode only the segments
+// they touch, down a whole delta chain, and cache nothing; big reads, and
+// reads of cached chunks, get the whole chunk.
+TEST_F(ChunkStoreTest, RangeReadsDecodeOnlyTheirSegments) {
+  constexpr int kDepth = 3;
+  std::vector<std::string> raw;
+  std::vector<Digest> ds;
+  std::string bytes = WeightLike(262144 + 3000, 40);  // 1 MiB and a partial segment
+  std::optional<Digest> base;
+  for (int k = 0; k <= kDepth; k++) {
+    auto b = store_->BeginWrite();
+    ASSERT_TRUE(b.ok());
+    auto d = (*b)->PutChunk(bytes, 4, base);
+    ASSERT_TRUE(d.ok());
+    ASSERT_TRUE((*b)->Commit().ok());
+    auto e = *store_->FindChunk(*d);
+    ASSERT_EQ(e->codec, codec::CodecId::kSegmented);
+    EXPECT_EQ(e->depth, k);
+    raw.push_back(bytes);
+    ds.push_back(*d);
+    base = *d;
+    for (size_t i = k; i < bytes.size() / 4; i += 5) bytes[i * 4] ^= 1;
+  }
+  store_->DropCache();
+  const uint64_t loads_before = store_->cache_stats().loads;
+  std::mt19937 rng(41);
+  for (int trial = 0; trial < 40; trial++) {
+    const int k = trial % (kDepth + 1);
+    const std::string& want = raw[k];
+    uint64_t off = rng() % want.size();
+    size_t len = std::min<size_t>(1 + rng() % (200 << 10), want.size() - off);
+    uint64_t partial_before = store_->cache_stats().partial_loads;
+    auto piece = store_->ReadChunkRange(ds[k], off, len);
+    ASSERT_TRUE(piece.ok()) << piece.status().ToString();
+    ASSERT_LE(piece->offset, off);
+    ASSERT_GE(piece->offset + piece->bytes->size(), off + len);
+    EXPECT_EQ(std::string_view(*piece->bytes).substr(off - piece->offset, len),
+              std::string_view(want).substr(off, len));
+    EXPECT_LT(piece->bytes->size(), want.size() / 2 + 2 * codec::kSegmentBytes);
+    EXPECT_GT(store_->cache_stats().partial_loads, partial_before);
+  }
+  EXPECT_EQ(store_->cache_stats().bytes, 0u);  // nothing cached, bases included
+  EXPECT_EQ(store_->cache_stats().loads, loads_before);
+  // Half the chunk or more: the whole chunk, decoded once and cached.
+  auto big = store_->ReadChunkRange(ds[kDepth], 1000, raw[kDepth].size() / 2);
+  ASSERT_TRUE(big.ok());
+  EXPECT_EQ(big->offset, 0u);
+  EXPECT_EQ(*big->bytes, raw[kDepth]);
+  EXPECT_GT(store_->cache_stats().bytes, 0u);
+  // Cached now: a small read gets the cached chunk.
+  uint64_t partial_before = store_->cache_stats().partial_loads;
+  auto small = store_->ReadChunkRange(ds[kDepth], 5, 10);
+  ASSERT_TRUE(small.ok());
+  EXPECT_EQ(small->bytes, big->bytes);
+  EXPECT_EQ(store_->cache_stats().partial_loads, partial_before);
+}
+
+void FlipByte(const std::string& path, uint64_t at) {
+  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekg(static_cast<std::streamoff>(at));
+  char c;
+  f.read(&c, 1);
+  c ^= 0x04;
+  f.seekp(static_cast<std::streamoff>(at));
+  f.write(&c, 1);
+}
+
+// Damage to one segment fails the reads that need it (and whole-chunk reads)
+// with Corruption, not the others; damage to the table fails them all; fsck
+// names both.
+TEST_F(ChunkStoreTest, DamagedSegmentsAreCorruptionAndFsckFindsThem) {
+  std::string data = WeightLike(262144, 42);
+  Digest d;
+  {
+    auto b = store_->BeginWrite();
+    ASSERT_TRUE(b.ok());
+    d = *(*b)->PutChunk(data, 4);
+    ASSERT_TRUE((*b)->Commit().ok());
+  }
+  auto e = *store_->FindChunk(d);
+  ASSERT_EQ(e->codec, codec::CodecId::kSegmented);
+  std::string frame = *store_->ReadFrame(*e);
+  auto table = codec::ParseSegmentTable(std::string_view(frame).substr(kFrameHeaderSize),
+                                        data.size());
+  ASSERT_TRUE(table.ok());
+  const auto& seg3 = table->segments[3];
+  FlipByte(store_->PackPath(e->pack_id),
+           e->offset + kFrameHeaderSize + seg3.payload_offset + seg3.payload_len / 2);
+  Reopen();
+  auto other = store_->ReadChunkRange(d, 100, 4096);
+  ASSERT_TRUE(other.ok()) << other.status().ToString();
+  EXPECT_EQ(std::string_view(*other->bytes).substr(100 - other->offset, 4096),
+            std::string_view(data).substr(100, 4096));
+  auto hit = store_->ReadChunkRange(d, seg3.raw_offset + 10, 4096);
+  ASSERT_FALSE(hit.ok());
+  EXPECT_TRUE(hit.status().IsCorruption()) << hit.status().ToString();
+  EXPECT_TRUE(store_->ReadChunk(d).status().IsCorruption());
+  FsckReport rep;
+  ASSERT_TRUE(Fsck(*store_, &rep, kChunkLevel).ok());
+  EXPECT_EQ(rep.bad_chunks.count(d), 1u);
+
+  // Undo, then damage the table instead.
+  FlipByte(store_->PackPath(e->pack_id),
+           e->offset + kFrameHeaderSize + seg3.payload_offset + seg3.payload_len / 2);
+  Reopen();
+  ASSERT_TRUE(store_->ReadChunk(d).ok());
+  store_->DropCache();
+  FlipByte(store_->PackPath(e->pack_id), e->offset + kFrameHeaderSize + 8 + 13 * 2 + 6);
+  Reopen();
+  EXPECT_TRUE(store_->ReadChunkRange(d, 100, 4096).status().IsCorruption());
+  EXPECT_TRUE(store_->ReadChunk(d).status().IsCorruption());
+  FsckReport rep2;
+  ASSERT_TRUE(Fsck(*store_, &rep2, kChunkLevel).ok());
+  EXPECT_EQ(rep2.bad_chunks.count(d), 1u);
 }
 
 TEST_F(ChunkStoreTest, ReleasingReferencesAndGcReclaimSpace) {

@@ -11,6 +11,13 @@
 namespace lfs::codec {
 namespace {
 
+// The single-frame codecs 0-3; kSegmented, built from them, has its own tests.
+EncodeOptions FlatOptions() {
+  EncodeOptions o;
+  o.segment = false;
+  return o;
+}
+
 std::string RandomBytes(size_t n, uint64_t seed) {
   std::mt19937_64 rng(seed);
   std::string s(n, '\0');
@@ -62,7 +69,7 @@ std::vector<float> FineTune(const std::vector<float>& parent, uint64_t seed) {
 
 std::string RoundTrip(std::string_view raw, int elem_width, const std::string_view* base,
                       CodecId* codec_out = nullptr, size_t* size_out = nullptr) {
-  EncodeOptions opts;
+  EncodeOptions opts = FlatOptions();
   opts.elem_width = elem_width;
   Encoded e = Encode(raw, opts, base);
   if (codec_out) *codec_out = e.codec;
@@ -78,7 +85,7 @@ std::string RoundTrip(std::string_view raw, int elem_width, const std::string_vi
 // it wins, and returns the payload; used by the adversarial tests.
 Encoded GroupedPayload() {
   std::string raw = AsBf16(Weights(1 << 16, 7));
-  EncodeOptions opts;
+  EncodeOptions opts = FlatOptions();
   opts.elem_width = 2;
   Encoded e = Encode(raw, opts, nullptr);
   EXPECT_EQ(e.codec, CodecId::kByteGroupZstd);
@@ -171,7 +178,7 @@ TEST(CodecTest, TinyInputs) {
       EXPECT_EQ(RoundTrip(raw, width, &base_view), raw) << width << "/" << len;
     }
   }
-  Encoded e = Encode("", EncodeOptions{}, nullptr);
+  Encoded e = Encode("", FlatOptions(), nullptr);
   EXPECT_EQ(e.codec, CodecId::kRaw);
   EXPECT_TRUE(e.payload.empty());
 }
@@ -181,7 +188,7 @@ TEST(CodecTest, EveryCodecDecodesItsOwnPayloads) {
   std::string raw = AsBf16(Weights(100000, 3)) + "odd";
   std::string base = AsBf16(FineTune(Weights(100000, 3), 4)) + "odd";
   std::string_view base_view = base;
-  EncodeOptions opts;
+  EncodeOptions opts = FlatOptions();
   opts.elem_width = 2;
   const std::string_view* bases[] = {nullptr, &base_view};
   for (const std::string_view* b : bases) {
@@ -193,7 +200,7 @@ TEST(CodecTest, EveryCodecDecodesItsOwnPayloads) {
   std::string out;
   ASSERT_TRUE(Decode(CodecId::kRaw, raw, raw.size(), 1, {}, &out).ok());
   EXPECT_EQ(out, raw);
-  EncodeOptions plain;
+  EncodeOptions plain = FlatOptions();
   Encoded z = Encode(std::string(5000, 'a'), plain, nullptr);
   ASSERT_EQ(z.codec, CodecId::kZstd);
   ASSERT_TRUE(Decode(z.codec, z.payload, 5000, 1, {}, &out).ok());
@@ -215,7 +222,7 @@ TEST(CodecTest, DeltaOfFineTunedChildIsChosenAndExact) {
   };
   for (const Case& c : cases) {
     ASSERT_NE(c.parent, c.child) << c.name;
-    EncodeOptions opts;
+    EncodeOptions opts = FlatOptions();
     opts.elem_width = c.width;
     Encoded standalone = Encode(c.child, opts, nullptr);
     std::string_view base = c.parent;
@@ -232,7 +239,7 @@ TEST(CodecTest, DeltaAgainstUnrelatedBaseIsNotKept) {
   std::string raw = AsBf16(Weights(1 << 16, 20));
   std::string unrelated = AsBf16(Weights(1 << 16, 21));
   std::string_view base = unrelated;
-  EncodeOptions opts;
+  EncodeOptions opts = FlatOptions();
   opts.elem_width = 2;
   EXPECT_EQ(Encode(raw, opts, &base).codec, CodecId::kByteGroupZstd);
   std::string short_base = unrelated.substr(1);
@@ -243,7 +250,7 @@ TEST(CodecTest, DeltaAgainstUnrelatedBaseIsNotKept) {
 TEST(CodecTest, IdenticalChildDeltaIsTiny) {
   std::string raw = AsFp32(Weights(1 << 18, 30));
   std::string_view base = raw;
-  EncodeOptions opts;
+  EncodeOptions opts = FlatOptions();
   opts.elem_width = 4;
   Encoded e = Encode(raw, opts, &base);
   EXPECT_EQ(e.codec, CodecId::kXorDelta);
@@ -261,7 +268,7 @@ void ExpectCorruption(CodecId codec, std::string_view payload, size_t raw_len,
 TEST(CodecTest, TruncatedPayloadsAreCorruption) {
   Encoded grouped = GroupedPayload();
   const size_t raw_len = size_t{1} << 17;
-  Encoded zstd = Encode(std::string(raw_len, 'x'), EncodeOptions{}, nullptr);
+  Encoded zstd = Encode(std::string(raw_len, 'x'), FlatOptions(), nullptr);
   ASSERT_EQ(zstd.codec, CodecId::kZstd);
   for (const Encoded* e : {&grouped, &zstd}) {
     for (size_t len = 0; len < e->payload.size(); len += 1 + len / 8) {
@@ -275,7 +282,7 @@ TEST(CodecTest, TruncatedPayloadsAreCorruption) {
 TEST(CodecTest, WrongRawLengthIsCorruption) {
   Encoded grouped = GroupedPayload();
   const size_t raw_len = size_t{1} << 17;
-  Encoded zstd = Encode(std::string(raw_len, 'x'), EncodeOptions{}, nullptr);
+  Encoded zstd = Encode(std::string(raw_len, 'x'), FlatOptions(), nullptr);
   for (const Encoded* e : {&grouped, &zstd}) {
     for (size_t len : {size_t{0}, raw_len - 2, raw_len - 1, raw_len + 1, raw_len + 2, raw_len * 2,
                        size_t{1} << 40}) {
@@ -288,7 +295,7 @@ TEST(CodecTest, WrongRawLengthIsCorruption) {
 }
 
 TEST(CodecTest, UnknownCodecIsCorruption) {
-  ExpectCorruption(static_cast<CodecId>(4), "abc", 3);
+  ExpectCorruption(static_cast<CodecId>(5), "abc", 3);
   ExpectCorruption(static_cast<CodecId>(255), "", 0);
 }
 
@@ -346,6 +353,143 @@ TEST(CodecTest, HandCraftedHeadersAreChecked) {
   ExpectCorruption(CodecId::kByteGroupZstd, header(2, 0, 2, 0, 0xffffffff) + "acbd", 4);
   ExpectCorruption(CodecId::kByteGroupZstd, header(2, 1, 2, 0, 2) + "acbd", 4);
   ExpectCorruption(CodecId::kByteGroupZstd, header(2, 0, 2, 0, 2) + "acbde", 4);
+}
+
+// --- kSegmented
+
+// Decodes every segment on its own (as a partial read does) and checks it.
+void ExpectSegmentsDecode(const Encoded& e, std::string_view raw, std::string_view base) {
+  auto st = ParseSegmentTable(e.payload, raw.size());
+  ASSERT_TRUE(st.ok()) << st.status().ToString();
+  EXPECT_EQ(st->payload_bytes, e.payload.size());
+  EXPECT_EQ(st->segment_bytes, kSegmentBytes);
+  EXPECT_EQ(st->uses_base, e.uses_base);
+  uint64_t covered = 0;
+  for (const auto& s : st->segments) {
+    std::string out(s.raw_len, '\0');
+    std::string_view base_piece = e.uses_base ? base.substr(s.raw_offset, s.raw_len) : "";
+    Status ds = DecodeSegment(s, std::string_view(e.payload).substr(s.payload_offset, s.payload_len),
+                              base_piece, out.data());
+    ASSERT_TRUE(ds.ok()) << ds.ToString();
+    EXPECT_EQ(out, raw.substr(s.raw_offset, s.raw_len));
+    EXPECT_EQ(s.raw_offset, covered);
+    covered += s.raw_len;
+  }
+  EXPECT_EQ(covered, raw.size());
+  EXPECT_TRUE(CheckSegments(e.payload, raw).ok());
+}
+
+TEST(CodecTest, SegmentedChunksDecodeWholeAndSegmentBySegment) {
+  // 1 MiB of fp32 weights plus a partial last segment and a tail of 3 bytes.
+  std::string raw = AsFp32(Weights((1 << 18) + 1000, 21)) + "xyz";
+  EncodeOptions opts;
+  opts.elem_width = 4;
+  Encoded e = Encode(raw, opts, nullptr);
+  ASSERT_EQ(e.codec, CodecId::kSegmented);
+  EXPECT_FALSE(e.uses_base);
+  std::string out;
+  ASSERT_TRUE(Decode(e.codec, e.payload, raw.size(), 4, {}, &out).ok());
+  EXPECT_EQ(out, raw);
+  ExpectSegmentsDecode(e, raw, {});
+  // Segments cost little ratio: within 1% of the single-frame encoding.
+  EncodeOptions flat_opts = FlatOptions();
+  flat_opts.elem_width = 4;
+  Encoded flat = Encode(raw, flat_opts, nullptr);
+  EXPECT_LT(e.payload.size(), flat.payload.size() * 101 / 100)
+      << e.payload.size() << " vs " << flat.payload.size();
+  // Below two segments, and for byte data without a base, chunks stay single-frame.
+  EXPECT_NE(Encode(raw.substr(0, kSegmentBytes + 100), opts, nullptr).codec, CodecId::kSegmented);
+  opts.elem_width = 1;
+  EXPECT_NE(Encode(raw, opts, nullptr).codec, CodecId::kSegmented);
+}
+
+TEST(CodecTest, SegmentedDeltaDecodesAgainstTheSameRangeOfItsBase) {
+  std::vector<float> parent = Weights(1 << 18, 22);
+  std::string base = AsFp32(parent);
+  std::string raw = AsFp32(FineTune(parent, 23));
+  // The third segment is unrelated to the base: it is coded standalone.
+  std::string noise = AsFp32(Weights(kSegmentBytes / 4, 24, 1.0f));
+  raw.replace(2 * kSegmentBytes, kSegmentBytes, noise);
+  EncodeOptions opts;
+  opts.elem_width = 4;
+  std::string_view base_view = base;
+  Encoded e = Encode(raw, opts, &base_view);
+  ASSERT_EQ(e.codec, CodecId::kSegmented);
+  EXPECT_TRUE(e.uses_base);
+  std::string out;
+  ASSERT_TRUE(Decode(e.codec, e.payload, raw.size(), 4, base, &out).ok());
+  EXPECT_EQ(out, raw);
+  ExpectSegmentsDecode(e, raw, base);
+  auto st = ParseSegmentTable(e.payload, raw.size());
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->segments[0].codec, CodecId::kXorDelta);
+  EXPECT_NE(st->segments[2].codec, CodecId::kXorDelta);
+  // A delta without its base is Corruption, not garbage.
+  ExpectCorruption(e.codec, e.payload, raw.size());
+}
+
+TEST(CodecTest, SegmentedDamageIsCorruptionNeverWrongBytes) {
+  std::string raw = AsFp32(Weights(1 << 18, 25));
+  EncodeOptions opts;
+  opts.elem_width = 4;
+  Encoded e = Encode(raw, opts, nullptr);
+  ASSERT_EQ(e.codec, CodecId::kSegmented);
+  auto st = ParseSegmentTable(e.payload, raw.size());
+  ASSERT_TRUE(st.ok());
+  // Any byte of the table: its checksum catches it.
+  for (size_t at = 0; at < st->table_bytes; at += 7) {
+    std::string bad = e.payload;
+    bad[at] ^= 0x10;
+    EXPECT_FALSE(ParseSegmentTable(bad, raw.size()).ok()) << "table byte " << at;
+  }
+  // Any byte of a segment: the segment's own checksum (or its codec) catches it.
+  std::mt19937_64 rng(26);
+  for (int trial = 0; trial < 200; trial++) {
+    std::string bad = e.payload;
+    size_t at = st->table_bytes + rng() % (bad.size() - st->table_bytes);
+    bad[at] ^= static_cast<char>(1 << (rng() % 8));
+    for (const auto& s : st->segments) {
+      std::string out(s.raw_len, '\0');
+      Status ds = DecodeSegment(s, std::string_view(bad).substr(s.payload_offset, s.payload_len),
+                                {}, out.data());
+      if (ds.ok()) {
+        EXPECT_EQ(out, raw.substr(s.raw_offset, s.raw_len)) << "byte " << at;
+      }
+    }
+  }
+  // Truncated tables and segment counts that do not cover the chunk.
+  for (size_t len : {size_t{0}, size_t{7}, st->table_bytes - 1}) {
+    EXPECT_FALSE(ParseSegmentTable(std::string_view(e.payload).substr(0, len), raw.size()).ok());
+  }
+  EXPECT_FALSE(ParseSegmentTable(e.payload, raw.size() + kSegmentBytes).ok());
+  EXPECT_FALSE(ParseSegmentTable(e.payload, raw.size() - kSegmentBytes).ok());
+  ExpectCorruption(e.codec, std::string_view(e.payload).substr(0, e.payload.size() - 1), raw.size());
+  ExpectCorruption(e.codec, e.payload + "x", raw.size());
+  // CheckSegments names bytes that do not match the table (fsck).
+  std::string other = raw;
+  other[5 * kSegmentBytes + 3] ^= 1;
+  Status cs = CheckSegments(e.payload, other);
+  EXPECT_TRUE(cs.IsCorruption());
+  EXPECT_NE(cs.ToString().find("segment 5"), std::string::npos) << cs.ToString();
+}
+
+TEST(CodecTest, SegmentedGarbageNeverCrashes) {
+  std::string raw = AsFp32(Weights(1 << 18, 27));
+  std::string base = AsFp32(FineTune(Weights(1 << 18, 27), 28));
+  EncodeOptions opts;
+  opts.elem_width = 4;
+  std::string_view base_view = base;
+  Encoded e = Encode(raw, opts, &base_view);
+  std::mt19937_64 rng(29);
+  for (int trial = 0; trial < 300; trial++) {
+    std::string bad = e.payload;
+    for (int k = 0; k < 1 + trial % 4; k++) bad[rng() % bad.size()] = static_cast<char>(rng());
+    std::string out;
+    Status s = Decode(CodecId::kSegmented, bad, raw.size(), 4, base, &out);
+    if (s.ok()) {
+      EXPECT_EQ(out.size(), raw.size());
+    }
+  }
 }
 
 }  // namespace

@@ -92,7 +92,7 @@ class IngestTest : public ::testing::Test {
       uint64_t off = rng() % out.size();
       size_t len = std::min<size_t>(out.size() - off, rng() % (3 << 20));
       std::vector<ByteRef> refs;
-      auto got = (*r)->ReadRefs(off, len, /*prefetch=*/2, &refs);
+      auto got = (*r)->ReadRefs(off, len, ReadHint{2, i % 2 == 1}, &refs);
       EXPECT_TRUE(got.ok() && *got == len);
       std::string joined;
       for (const auto& ref : refs) joined.append(ref.data, ref.size);
