@@ -184,8 +184,8 @@ Result<size_t> FileContent::ReadRefs(uint64_t off, size_t n, ReadHint hint,
             got = take;
             break;
           case Segment::Kind::kObject: {
-            LFS_ASSIGN_OR_RETURN(got, ObjectReader::TensorRefs(store_, *s.object, s.offset + in,
-                                                               take, hint, out));
+            LFS_ASSIGN_OR_RETURN(
+                got, ObjectReader::TensorRefs(store_, *s.object, s.offset + in, take, hint, out));
             break;
           }
           case Segment::Kind::kRecipe: {

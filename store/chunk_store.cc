@@ -661,6 +661,13 @@ Result<ChunkPiece> Store::ReadChunkRangeDepth(const Digest& d, uint64_t off, siz
     LFS_ASSIGN_OR_RETURN(auto chunk, ReadChunkDepth(d, depth));
     return ChunkPiece{std::move(chunk), 0};
   };
+  bool loading;
+  {
+    std::lock_guard<std::mutex> l(inflight_->mu);
+    loading = inflight_->flights.count(d) != 0;
+  }
+  // Being decoded whole already (a sequential reader's prefetch): wait for it.
+  if (loading) return whole();
   auto found = FindChunk(d);
   if (!found.ok() || !*found || (*found)->codec != codec::CodecId::kSegmented ||
       depth > opts_.max_delta_depth + 1) {
@@ -681,8 +688,8 @@ Result<ChunkPiece> Store::ReadSegments(const Digest& d, const ChunkEntry& e, uin
   // The header and the table, assuming the usual segment size; read again
   // when the table says it is longer.
   const size_t guess = (e.raw_len + codec::kSegmentBytes - 1) / codec::kSegmentBytes;
-  std::string head(std::min<size_t>(e.frame_len, kFrameHeaderSize + codec::SegmentTableBytes(guess)),
-                   '\0');
+  std::string head(
+      std::min<size_t>(e.frame_len, kFrameHeaderSize + codec::SegmentTableBytes(guess)), '\0');
   LFS_RETURN_IF_ERROR(file->ReadExact(e.offset, head.size(), head.data()));
   FrameHeader h;
   LFS_RETURN_IF_ERROR(DecodeFrameHeader(head, &h));

@@ -334,11 +334,50 @@ std::optional<ZstdProfile> ChoosePlaneProfile(const uint8_t* p, size_t n, int le
   return runs != 0 ? ZstdProfile::kRuns : ZstdProfile::kLiterals;
 }
 
+// Each plane's profile (nullopt: store raw), chosen once for a whole chunk
+// and used for each of its segments: choosing per 16 KiB segment plane
+// sampled 16x more bytes and doubled the encode time.
+struct PlaneProfiles {
+  std::optional<ZstdProfile> plane[kMaxElemWidth];
+};
+
+// The profiles for raw's planes (XORed with base when non-null), chosen from
+// the same sample ChoosePlaneProfile would take of the whole plane: 16 runs
+// of 1 KiB elements across the chunk.
+PlaneProfiles ChooseChunkProfiles(std::string_view raw, const uint8_t* base, size_t width,
+                                  int level) {
+  PlaneProfiles out;
+  const size_t n = raw.size() / width;
+  const size_t runs = n <= kEntropySampleRuns * kEntropySampleRunBytes ? 1 : kEntropySampleRuns;
+  const size_t run_len = runs == 1 ? n : kEntropySampleRunBytes;
+  const size_t total = runs * run_len;
+  // Both halves of one scratch: the runs' planes side by side, then each run.
+  uint8_t* sample = ThreadScratch(Scratch::kPlanes, 2 * total * width);
+  uint8_t* split = sample + total * width;
+  const uint8_t* src = Bytes(raw);
+  for (size_t r = 0; r < runs; ++r) {
+    const size_t at = (runs == 1 ? 0 : (n - run_len) / (runs - 1) * r) * width;
+    if (base != nullptr) {
+      SplitPlanes<true>(src + at, base + at, run_len, width, split);
+    } else {
+      SplitPlanes<false>(src + at, nullptr, run_len, width, split);
+    }
+    for (size_t k = 0; k < width; ++k) {
+      std::memcpy(sample + k * total + r * run_len, split + k * run_len, run_len);
+    }
+  }
+  for (size_t k = 0; k < width; ++k) {
+    out.plane[k] = ChoosePlaneProfile(sample + k * total, total, level);
+  }
+  return out;
+}
+
 // Byte-groups raw (XORed with base when non-null) into a payload (format
 // above) smaller than `limit` bytes, or returns "" when it cannot be. Each
-// plane is stored as its zstd frame when that is smaller, else raw.
+// plane is stored as its zstd frame when that is smaller, else raw; its
+// profile comes from `profiles` when given, else from the plane itself.
 std::string EncodeGrouped(std::string_view raw, const uint8_t* base, size_t width, int level,
-                          size_t limit) {
+                          size_t limit, const PlaneProfiles* profiles = nullptr) {
   const size_t n = raw.size() / width;
   const size_t tail = raw.size() % width;
   const size_t header = GroupedHeaderBytes(width);
@@ -362,7 +401,9 @@ std::string EncodeGrouped(std::string_view raw, const uint8_t* base, size_t widt
     const uint8_t* plane = planes + k * n;
     uint8_t mode = kPlaneZstd;
     size_t stored = 0;
-    if (const std::optional<ZstdProfile> profile = ChoosePlaneProfile(plane, n, level)) {
+    const std::optional<ZstdProfile> profile =
+        profiles != nullptr ? profiles->plane[k] : ChoosePlaneProfile(plane, n, level);
+    if (profile) {
       stored = CompressInto(plane, n, level, *profile, out + cursor, std::min(n - 1, budget));
     }
     if (stored == 0) {
@@ -510,7 +551,8 @@ constexpr size_t kMinPlainZstdSample = 4 << 10;
 constexpr size_t kMaxPlainZstdSample = 64 << 10;
 
 // Offers the standalone encodings that could be smaller than `limit` bytes.
-void OfferStandalone(std::string_view raw, const EncodeOptions& opts, size_t limit, Best* best) {
+void OfferStandalone(std::string_view raw, const EncodeOptions& opts, size_t limit, Best* best,
+                     const PlaneProfiles* profiles) {
   const auto bound = [&] { return std::min(limit, best->size()); };
   const size_t width = static_cast<size_t>(opts.elem_width);
   const bool grouped = width > 1 && width <= kMaxElemWidth && raw.size() >= width &&
@@ -519,7 +561,8 @@ void OfferStandalone(std::string_view raw, const EncodeOptions& opts, size_t lim
     best->Offer(CodecId::kZstd, EncodeZstd(raw, opts.zstd_level, bound()));
     return;
   }
-  std::string grouped_payload = EncodeGrouped(raw, nullptr, width, opts.zstd_level, bound());
+  std::string grouped_payload =
+      EncodeGrouped(raw, nullptr, width, opts.zstd_level, bound(), profiles);
   // Against a delta (limit below raw size): when byte grouping cannot beat it,
   // plain zstd, which is worse than grouping on float data unless rows repeat,
   // does not either (measured on the default family: no chunk changed codec,
@@ -537,7 +580,10 @@ void OfferStandalone(std::string_view raw, const EncodeOptions& opts, size_t lim
 
 // The smallest of raw / zstd / byte-grouped / XOR delta for one piece of
 // bytes (a whole chunk, or one segment of a kSegmented chunk).
-Encoded EncodeFlat(std::string_view raw, const EncodeOptions& opts, const std::string_view* base) {
+// profiles: the chunk's, for a segment (delta: of its XOR with the base).
+Encoded EncodeFlat(std::string_view raw, const EncodeOptions& opts, const std::string_view* base,
+                   const PlaneProfiles* delta_profiles = nullptr,
+                   const PlaneProfiles* standalone_profiles = nullptr) {
   // The delta goes first: its size caps the standalone encodings, which then
   // give up as soon as they cannot match it (the common case for a fine-tuned
   // child). A standalone encoding the same size as the delta still wins.
@@ -547,10 +593,11 @@ Encoded EncodeFlat(std::string_view raw, const EncodeOptions& opts, const std::s
     // Width 1 is one plane: XOR then zstd, in the same format.
     size_t width = static_cast<size_t>(opts.elem_width);
     if (width < 1 || width > kMaxElemWidth) width = 1;
-    delta = EncodeGrouped(raw, Bytes(*base), width, opts.zstd_level, raw.size());
+    delta = EncodeGrouped(raw, Bytes(*base), width, opts.zstd_level, raw.size(), delta_profiles);
   }
   Best best(raw);
-  OfferStandalone(raw, opts, delta.empty() ? raw.size() : delta.size() + 1, &best);
+  OfferStandalone(raw, opts, delta.empty() ? raw.size() : delta.size() + 1, &best,
+                  standalone_profiles);
   best.Offer(CodecId::kXorDelta, std::move(delta));
   return std::move(best).Take();
 }
@@ -597,32 +644,43 @@ Encoded EncodeSegmented(std::string_view raw, const EncodeOptions& opts,
                         const std::string_view* base) {
   const size_t seg = kSegmentBytes;
   const size_t n = (raw.size() + seg - 1) / seg;
-  std::string table(SegmentTableBytes(n), '\0');
-  uint8_t* t = Bytes(table);
-  PutU32(t, static_cast<uint32_t>(seg));
-  PutU32(t + 4, static_cast<uint32_t>(n));
-  std::string body;
-  body.reserve(raw.size() / 2);
+  // The table goes first; it is filled in as the segments are appended.
+  Encoded out;
+  out.codec = CodecId::kSegmented;
+  std::string& payload = out.payload;
+  const size_t table_bytes = SegmentTableBytes(n);
+  payload.reserve(table_bytes + raw.size() * 3 / 4);
+  payload.resize(table_bytes);
   bool delta = false;
+  const size_t width = static_cast<size_t>(opts.elem_width);
+  const bool grouped = width >= 1 && width <= kMaxElemWidth;
+  PlaneProfiles delta_profiles, standalone_profiles;
+  if (grouped && base != nullptr) {
+    delta_profiles = ChooseChunkProfiles(raw, Bytes(*base), width, opts.zstd_level);
+  }
+  if (grouped && width > 1) {
+    standalone_profiles = ChooseChunkProfiles(raw, nullptr, width, opts.zstd_level);
+  }
   for (size_t i = 0; i < n; ++i) {
     std::string_view piece = raw.substr(i * seg, seg);
     std::string_view base_piece;
     if (base != nullptr) base_piece = base->substr(i * seg, seg);
-    Encoded e = EncodeFlat(piece, opts, base != nullptr ? &base_piece : nullptr);
+    Encoded e =
+        EncodeFlat(piece, opts, base != nullptr ? &base_piece : nullptr,
+                   grouped ? &delta_profiles : nullptr, grouped ? &standalone_profiles : nullptr);
     delta |= e.codec == CodecId::kXorDelta;
-    uint8_t* entry = t + 8 + kSegmentEntryBytes * i;
+    uint8_t* entry = Bytes(payload) + 8 + kSegmentEntryBytes * i;
     entry[0] = static_cast<uint8_t>(e.codec);
     PutU32(entry + 1, static_cast<uint32_t>(e.payload.size()));
     PutU64(entry + 5, Hash64(piece.data(), piece.size()));
-    body += e.payload;
+    payload += e.payload;
   }
-  const size_t covered = 8 + kSegmentEntryBytes * n;
+  uint8_t* t = Bytes(payload);
+  PutU32(t, static_cast<uint32_t>(seg));
+  PutU32(t + 4, static_cast<uint32_t>(n));
+  const size_t covered = table_bytes - 8;
   PutU64(t + covered, Hash64(t, covered));
-  Encoded out;
-  out.codec = CodecId::kSegmented;
   out.uses_base = delta;
-  out.payload = std::move(table);
-  out.payload += body;
   return out;
 }
 
@@ -653,9 +711,7 @@ Encoded Encode(std::string_view raw, const EncodeOptions& opts, const std::strin
   return e;
 }
 
-size_t SegmentTableBytes(size_t n_segments) {
-  return 8 + kSegmentEntryBytes * n_segments + 8;
-}
+size_t SegmentTableBytes(size_t n_segments) { return 8 + kSegmentEntryBytes * n_segments + 8; }
 
 Result<SegmentTable> ParseSegmentTable(std::string_view payload, size_t raw_len) {
   const uint8_t* p = Bytes(payload);
@@ -702,8 +758,8 @@ Result<SegmentTable> ParseSegmentTable(std::string_view payload, size_t raw_len)
 Status DecodeSegment(const SegmentTable::Segment& s, std::string_view seg_payload,
                      std::string_view base_piece, char* out) {
   if (seg_payload.size() != s.payload_len) return Status::Corruption("segmented: short segment");
-  LFS_RETURN_IF_ERROR(DecodeFlatInto(s.codec, seg_payload, s.raw_len, base_piece,
-                                     reinterpret_cast<uint8_t*>(out)));
+  LFS_RETURN_IF_ERROR(
+      DecodeFlatInto(s.codec, seg_payload, s.raw_len, base_piece, reinterpret_cast<uint8_t*>(out)));
   if (Hash64(out, s.raw_len) != s.hash) {
     return Status::Corruption("segmented: segment does not match its checksum");
   }

@@ -5,7 +5,6 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
-
 #include <vector>
 
 #include "store/status.h"
@@ -68,7 +67,7 @@ struct SegmentTable {
     uint64_t hash = 0;  // XXH3-64 of the segment's raw bytes
   };
   uint32_t segment_bytes = 0;
-  size_t table_bytes = 0;    // payload bytes the table takes
+  size_t table_bytes = 0;      // payload bytes the table takes
   uint64_t payload_bytes = 0;  // table + every segment
   bool uses_base = false;
   std::vector<Segment> segments;

@@ -155,7 +155,7 @@ class WriteBatch {
 
 struct CacheStats {
   uint64_t hits = 0, misses = 0, bytes = 0, capacity = 0;
-  uint64_t loads = 0;  // chunks read from packs and decoded (one per miss, at best)
+  uint64_t loads = 0;          // chunks read from packs and decoded (one per miss, at best)
   uint64_t partial_loads = 0;  // ReadChunkRange calls served by decoding segments
 };
 
@@ -188,7 +188,8 @@ class Store {
   Result<std::optional<ChunkEntry>> FindChunk(const Digest& d) const;
   // Verified bytes covering at least [off, off+n) of a chunk (n clipped to
   // it). The whole chunk (ReadChunk) when it is cached, not kSegmented, or the
-  // range spans half of it; otherwise only the segments holding the range,
+  // range spans half of it, or it is being decoded whole (then this waits for
+  // it); otherwise only the segments holding the range,
   // read and decoded on this thread, each checked against its own checksum,
   // and not cached: a random reader's kernel page cache keeps what it read.
   // Any failure there falls back to ReadChunk (which says precisely what).

@@ -7,6 +7,8 @@
 //                  trailer are fixed up first, so the codec behind it is reached.
 //   mode & 3 == 2: the rest is a codec payload; codec id and raw length are
 //                  taken from its first 4 bytes (raw length capped at 4 MiB).
+//                  A segmented payload's table checksum is fixed up when mode
+//                  bit 6 is set, and each segment is also decoded on its own.
 //   mode & 3 == 3: the rest is raw chunk data: Encode (against the base when
 //                  lengths allow), frame it, DecodeFrame + Decode must give it back.
 // mode bit 2: for a delta, stretch/cut the base to raw_len so the length check
@@ -36,7 +38,8 @@ void DecodeChecked(lfs::codec::CodecId codec, std::string_view payload, size_t r
                    std::string_view base, bool fit_base) {
   if (raw_len > kMaxRaw) return;
   std::string fitted;
-  if (codec == lfs::codec::CodecId::kXorDelta && fit_base) {
+  if ((codec == lfs::codec::CodecId::kXorDelta || codec == lfs::codec::CodecId::kSegmented) &&
+      fit_base) {
     fitted = FitBase(base, raw_len);
     base = fitted;
   }
@@ -48,6 +51,22 @@ void DecodeChecked(lfs::codec::CodecId codec, std::string_view payload, size_t r
   if (!s.ok() && !s.IsCorruption()) {
     std::fprintf(stderr, "%s\n", s.ToString().c_str());
     lfs::fuzz::Fail("frame", "Decode failure is not Corruption");
+  }
+  if (codec != lfs::codec::CodecId::kSegmented) return;
+  // The partial-read path: the table, then each segment by itself.
+  auto table = lfs::codec::ParseSegmentTable(payload, raw_len);
+  if (!table.ok()) return;
+  for (const auto& seg : table->segments) {
+    if (seg.payload_offset + seg.payload_len > payload.size()) return;
+    std::string piece(seg.raw_len, '\0');
+    std::string_view base_piece =
+        base.size() == raw_len ? base.substr(seg.raw_offset, seg.raw_len) : std::string_view();
+    lfs::Status ss = lfs::codec::DecodeSegment(
+        seg, payload.substr(seg.payload_offset, seg.payload_len), base_piece, piece.data());
+    if (ss.ok() && s.ok() && std::string_view(out).substr(seg.raw_offset, seg.raw_len) != piece) {
+      lfs::fuzz::Fail("frame", "a segment decodes differently alone");
+    }
+    if (!ss.ok() && !ss.IsCorruption()) lfs::fuzz::Fail("frame", "segment failure not Corruption");
   }
 }
 
@@ -85,12 +104,22 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     case 2: {
       if (rest.size() < 4) return 0;
-      auto codec = static_cast<lfs::codec::CodecId>(static_cast<uint8_t>(rest[0]) % 4);
+      auto codec = static_cast<lfs::codec::CodecId>(static_cast<uint8_t>(rest[0]) % 5);
       size_t raw_len = (static_cast<size_t>(static_cast<uint8_t>(rest[1])) |
                         static_cast<size_t>(static_cast<uint8_t>(rest[2])) << 8 |
                         static_cast<size_t>(static_cast<uint8_t>(rest[3])) << 16) %
                        (kMaxRaw + 1);
-      DecodeChecked(codec, rest.substr(4), raw_len, 1 + (mode >> 3) % 8, base, fit_base);
+      std::string payload(rest.substr(4));
+      if (codec == lfs::codec::CodecId::kSegmented && (mode & 0x40) && payload.size() >= 8) {
+        uint32_t n;
+        std::memcpy(&n, payload.data() + 4, 4);
+        const size_t covered = 8 + 13 * static_cast<size_t>(n);
+        if (n <= (1u << 16) && payload.size() >= covered + 8) {
+          uint64_t sum = lfs::Hash64(payload.data(), covered);
+          std::memcpy(&payload[covered], &sum, 8);
+        }
+      }
+      DecodeChecked(codec, payload, raw_len, 1 + (mode >> 3) % 8, base, fit_base);
       return 0;
     }
     default: {
@@ -106,7 +135,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       h.elem_width = static_cast<uint8_t>(opts.elem_width);
       h.raw_len = static_cast<uint32_t>(rest.size());
       h.digest = lfs::Digest::Of(rest);
-      if (e.codec == lfs::codec::CodecId::kXorDelta) h.base = lfs::Digest::Of(fitted);
+      if (e.uses_base) h.base = lfs::Digest::Of(fitted);
       std::string frame = lfs::EncodeFrame(h, e.payload);
       lfs::FrameHeader h2;
       std::string_view payload;

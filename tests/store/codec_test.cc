@@ -368,8 +368,9 @@ void ExpectSegmentsDecode(const Encoded& e, std::string_view raw, std::string_vi
   for (const auto& s : st->segments) {
     std::string out(s.raw_len, '\0');
     std::string_view base_piece = e.uses_base ? base.substr(s.raw_offset, s.raw_len) : "";
-    Status ds = DecodeSegment(s, std::string_view(e.payload).substr(s.payload_offset, s.payload_len),
-                              base_piece, out.data());
+    Status ds =
+        DecodeSegment(s, std::string_view(e.payload).substr(s.payload_offset, s.payload_len),
+                      base_piece, out.data());
     ASSERT_TRUE(ds.ok()) << ds.ToString();
     EXPECT_EQ(out, raw.substr(s.raw_offset, s.raw_len));
     EXPECT_EQ(s.raw_offset, covered);
@@ -463,7 +464,8 @@ TEST(CodecTest, SegmentedDamageIsCorruptionNeverWrongBytes) {
   }
   EXPECT_FALSE(ParseSegmentTable(e.payload, raw.size() + kSegmentBytes).ok());
   EXPECT_FALSE(ParseSegmentTable(e.payload, raw.size() - kSegmentBytes).ok());
-  ExpectCorruption(e.codec, std::string_view(e.payload).substr(0, e.payload.size() - 1), raw.size());
+  ExpectCorruption(e.codec, std::string_view(e.payload).substr(0, e.payload.size() - 1),
+                   raw.size());
   ExpectCorruption(e.codec, e.payload + "x", raw.size());
   // CheckSegments names bytes that do not match the table (fsck).
   std::string other = raw;
