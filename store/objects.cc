@@ -330,14 +330,18 @@ Result<size_t> StoredRefs(Store& store, const TensorObject& t, uint64_t off, siz
                           ReadHint hint, std::vector<ByteRef>* out) {
   const uint64_t first = off / t.chunk_bytes;
   const uint64_t last = (off + n + t.chunk_bytes - 1) / t.chunk_bytes;
-  // A sequential reader served partially (its first read) wants the chunks it
-  // is in decoded whole next, as well as the ones after.
-  const uint64_t from = hint.partial ? first : last;
-  for (uint64_t ci = from;
-       ci < last + static_cast<uint64_t>(std::max(0, hint.prefetch)) && ci < t.chunks.size();
-       ci++) {
-    if (hint.prefetch > 0) store.Prefetch(t.chunks[ci]);
-  }
+  // A reader served partially also wants the chunks it is in decoded whole
+  // next, as well as the ones after; asked for once its own bytes are read,
+  // so that those decodes (and their bases in flight) do not delay them.
+  auto prefetch = [&] {
+    const uint64_t from = hint.partial ? first : last;
+    for (uint64_t ci = from;
+         ci < last + static_cast<uint64_t>(std::max(0, hint.prefetch)) && ci < t.chunks.size();
+         ci++) {
+      store.Prefetch(t.chunks[ci]);
+    }
+  };
+  if (hint.prefetch > 0 && !hint.partial) prefetch();
   size_t done = 0;
   while (done < n) {
     uint64_t pos = off + done;
@@ -359,6 +363,7 @@ Result<size_t> StoredRefs(Store& store, const TensorObject& t, uint64_t off, siz
     out->push_back({std::move(piece.bytes), p, take});
     done += take;
   }
+  if (hint.prefetch > 0 && hint.partial) prefetch();
   return done;
 }
 
