@@ -179,10 +179,11 @@ int do_read(Daemon& d, FileHandle* h, size_t size, off_t off, ReadReply* out) {
     uint64_t at = static_cast<uint64_t>(off);
     uint64_t prev = h->next_off.exchange(at + size);
     bool sequential = at == 0 || (at + kSequentialWindow >= prev && at <= prev + kSequentialWindow);
-    // A small read of a chunk nobody is decoding decodes only the segments it
-    // needs; a sequential reader also has whole chunks decoded ahead (from the
-    // one it is in), which its next reads then wait for or find cached.
-    ReadHint hint{sequential ? kSequentialPrefetch : 0, /*partial=*/true};
+    // A random read, and a reader's first, decode only the segments they need
+    // when nobody is decoding their chunk; the first read then has whole
+    // chunks decoded ahead (from the one it is in). A sequential reader reads
+    // whole chunks, which it mostly finds cached or being decoded.
+    ReadHint hint{sequential ? kSequentialPrefetch : 0, /*partial=*/!sequential || at == 0};
     r = h->content->ReadRefs(at, size, hint, &out->refs);
     if (r.ok() && out->refs.size() > kMaxReplyRefs) {
       out->buf.resize(*r);

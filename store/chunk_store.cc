@@ -22,7 +22,11 @@ namespace {
 constexpr char kMetaFormat[] = "format";
 constexpr char kMetaNextPack[] = "next_pack";
 constexpr char kMetaActivePack[] = "active_pack";
-constexpr char kFormatVersion[] = "lineagefs-store-1";
+// 2 added codec 4 (segmented chunks). A version-1 store is read as it is and
+// upgraded when opened for writing, so that an older lineagefs refuses it up
+// front instead of failing on every segmented chunk.
+constexpr char kFormatVersion[] = "lineagefs-store-2";
+constexpr char kFormatVersion1[] = "lineagefs-store-1";
 constexpr size_t kCacheShards = 16;
 }  // namespace
 
@@ -400,10 +404,20 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& path, const StoreO
   dbo.read_only = opts.read_only;
   LFS_ASSIGN_OR_RETURN(s->db_, Db::Open(path + "/index", dbo));
   {
-    ReadTxn txn(*s->db_);
-    LFS_ASSIGN_OR_RETURN(auto fmt, txn.Get(Table::kMeta, kMetaFormat));
-    if (!fmt || *fmt != kFormatVersion) {
-      return Status::Corruption("unknown store format at " + path);
+    std::optional<std::string> fmt;
+    {
+      ReadTxn txn(*s->db_);
+      LFS_ASSIGN_OR_RETURN(fmt, txn.Get(Table::kMeta, kMetaFormat));
+    }
+    if (!fmt || (*fmt != kFormatVersion && *fmt != kFormatVersion1)) {
+      return Status::Corruption("unknown store format at " + path + " (" +
+                                (fmt ? *fmt : std::string("none")) +
+                                "): written by a newer lineagefs?");
+    }
+    if (*fmt == kFormatVersion1 && !opts.read_only) {
+      WriteTxn txn(*s->db_);
+      LFS_RETURN_IF_ERROR(txn.Put(Table::kMeta, kMetaFormat, kFormatVersion));
+      LFS_RETURN_IF_ERROR(txn.Commit());
     }
   }
   s->cache_ = std::make_unique<Cache>(opts.cache_bytes);
@@ -1111,6 +1125,15 @@ Result<bool> WriteBatch::PutFrame(const Digest& d, std::string_view frame) {
                     base ? std::string_view(*base) : std::string_view(), &raw);
   if (!s.ok()) return bad(s.message());
   if (Digest::Of(raw) != d) return bad("its decoded bytes do not match its address");
+  if (h.codec == codec::CodecId::kSegmented) {
+    // Partial reads trust the segment checksums, and a base the segments do
+    // not use would pin a chain for nothing.
+    auto table = codec::ParseSegmentTable(payload, h.raw_len);
+    if (!table.ok()) return bad(table.status().message());
+    if (table->uses_base != !h.base.empty()) return bad("its base does not match its segments");
+    s = codec::CheckSegments(payload, raw);
+    if (!s.ok()) return bad(s.message());
+  }
   if (e.depth > store_->options().max_delta_depth) {
     // The base sits deeper here than on the sender: a verbatim copy would
     // break the read bound, so this one chunk is stored standalone.

@@ -49,7 +49,7 @@ struct ChunkEntry {
   uint8_t elem_width = 1;
   uint8_t depth = 0;  // delta chain length below this chunk (0: standalone)
   uint32_t refs = 0;
-  Digest base;  // delta base (empty unless codec is kXorDelta)
+  Digest base;  // delta base: kXorDelta, or kSegmented with XOR segments; else empty
 
   std::string Encode() const;
   static Result<ChunkEntry> Decode(std::string_view v);
