@@ -33,6 +33,16 @@ std::string WeightLike(size_t n_floats, uint32_t seed, float scale = 0.02f) {
   return s;
 }
 
+void FlipByte(const std::string& path, uint64_t at, char mask = 0x04) {
+  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekg(static_cast<std::streamoff>(at));
+  char c;
+  f.read(&c, 1);
+  c ^= mask;
+  f.seekp(static_cast<std::streamoff>(at));
+  f.write(&c, 1);
+}
+
 // These tests hold chunk references directly, not through tensor/file records.
 const FsckOptions kChunkLevel{.verify_refcounts = false};
 
@@ -47,6 +57,15 @@ class ChunkStoreTest : public ::testing::Test {
     auto s = Store::Open(dir_.path(), opts_);
     ASSERT_TRUE(s.ok()) << s.status().ToString();
     store_ = std::move(s).value();
+  }
+  // Stores one chunk in a batch of its own.
+  Digest PutCommitted(const std::string& data, int width, std::optional<Digest> base = {}) {
+    auto b = store_->BeginWrite();
+    EXPECT_TRUE(b.ok());
+    auto d = (*b)->PutChunk(data, width, base);
+    EXPECT_TRUE(d.ok()) << d.status().ToString();
+    EXPECT_TRUE((*b)->Commit().ok());
+    return d.ok() ? *d : Digest();
   }
   testing::TempDir dir_;
   StoreOptions opts_;
@@ -306,16 +325,7 @@ TEST_F(ChunkStoreTest, CorruptPackByteIsDetected) {
     ASSERT_TRUE((*b)->Commit().ok());
   }
   auto e = *store_->FindChunk(d);
-  std::string pack = store_->PackPath(e->pack_id);
-  {
-    std::fstream f(pack, std::ios::in | std::ios::out | std::ios::binary);
-    f.seekg(static_cast<std::streamoff>(e->offset + e->frame_len / 2));
-    char c;
-    f.read(&c, 1);
-    c ^= 0x40;
-    f.seekp(static_cast<std::streamoff>(e->offset + e->frame_len / 2));
-    f.write(&c, 1);
-  }
+  FlipByte(store_->PackPath(e->pack_id), e->offset + e->frame_len / 2, 0x40);
   Reopen();
   auto got = store_->ReadChunk(d);
   ASSERT_FALSE(got.ok());
@@ -339,17 +349,13 @@ TEST_F(ChunkStoreTest, RangeReadsDecodeOnlyTheirSegments) {
   std::string bytes = WeightLike(262144 + 3000, 40);  // 1 MiB and a partial segment
   std::optional<Digest> base;
   for (int k = 0; k <= kDepth; k++) {
-    auto b = store_->BeginWrite();
-    ASSERT_TRUE(b.ok());
-    auto d = (*b)->PutChunk(bytes, 4, base);
-    ASSERT_TRUE(d.ok());
-    ASSERT_TRUE((*b)->Commit().ok());
-    auto e = *store_->FindChunk(*d);
+    Digest d = PutCommitted(bytes, 4, base);
+    auto e = *store_->FindChunk(d);
     ASSERT_EQ(e->codec, codec::CodecId::kSegmented);
     EXPECT_EQ(e->depth, k);
     raw.push_back(bytes);
-    ds.push_back(*d);
-    base = *d;
+    ds.push_back(d);
+    base = d;
     for (size_t i = k; i < bytes.size() / 4; i += 5) bytes[i * 4] ^= 1;
   }
   store_->DropCache();
@@ -399,28 +405,12 @@ TEST_F(ChunkStoreTest, RangeReadsDecodeOnlyTheirSegments) {
   EXPECT_EQ(store_->cache_stats().partial_loads, partial_before);
 }
 
-void FlipByte(const std::string& path, uint64_t at) {
-  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
-  f.seekg(static_cast<std::streamoff>(at));
-  char c;
-  f.read(&c, 1);
-  c ^= 0x04;
-  f.seekp(static_cast<std::streamoff>(at));
-  f.write(&c, 1);
-}
-
 // Damage to one segment fails the reads that need it (and whole-chunk reads)
 // with Corruption, not the others; damage to the table fails them all; fsck
 // names both.
 TEST_F(ChunkStoreTest, DamagedSegmentsAreCorruptionAndFsckFindsThem) {
   std::string data = WeightLike(262144, 42);
-  Digest d;
-  {
-    auto b = store_->BeginWrite();
-    ASSERT_TRUE(b.ok());
-    d = *(*b)->PutChunk(data, 4);
-    ASSERT_TRUE((*b)->Commit().ok());
-  }
+  Digest d = PutCommitted(data, 4);
   auto e = *store_->FindChunk(d);
   ASSERT_EQ(e->codec, codec::CodecId::kSegmented);
   std::string frame = *store_->ReadFrame(*e);
@@ -462,13 +452,7 @@ TEST_F(ChunkStoreTest, DamagedSegmentsAreCorruptionAndFsckFindsThem) {
 // still work, small reads fall back to them (right bytes), fsck names it.
 TEST_F(ChunkStoreTest, BadSegmentChecksumFallsBackAndFsckNamesIt) {
   std::string data = WeightLike(262144, 43);
-  Digest d;
-  {
-    auto b = store_->BeginWrite();
-    ASSERT_TRUE(b.ok());
-    d = *(*b)->PutChunk(data, 4);
-    ASSERT_TRUE((*b)->Commit().ok());
-  }
+  Digest d = PutCommitted(data, 4);
   auto e = *store_->FindChunk(d);
   ASSERT_EQ(e->codec, codec::CodecId::kSegmented);
   std::string frame = *store_->ReadFrame(*e);
