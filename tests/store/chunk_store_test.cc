@@ -43,6 +43,13 @@ void FlipByte(const std::string& path, uint64_t at, char mask = 0x04) {
   f.write(&c, 1);
 }
 
+// The piece covers [off, off+n) and holds want's bytes there.
+void ExpectPieceHolds(const ChunkPiece& piece, std::string_view want, uint64_t off, size_t n) {
+  ASSERT_LE(piece.offset, off);
+  ASSERT_GE(piece.offset + piece.bytes->size(), off + n);
+  EXPECT_EQ(std::string_view(*piece.bytes).substr(off - piece.offset, n), want.substr(off, n));
+}
+
 // These tests hold chunk references directly, not through tensor/file records.
 const FsckOptions kChunkLevel{.verify_refcounts = false};
 
@@ -66,6 +73,28 @@ class ChunkStoreTest : public ::testing::Test {
     EXPECT_TRUE(d.ok()) << d.status().ToString();
     EXPECT_TRUE((*b)->Commit().ok());
     return d.ok() ? *d : Digest();
+  }
+  // A committed kSegmented chunk with its index entry, frame and table.
+  struct Segmented {
+    Digest d;
+    ChunkEntry entry;
+    std::string frame;
+    codec::SegmentTable table;
+  };
+  void PutSegmented(const std::string& data, Segmented* out) {
+    out->d = PutCommitted(data, 4);
+    auto e = store_->FindChunk(out->d);
+    ASSERT_TRUE(e.ok() && e->has_value());
+    out->entry = **e;
+    ASSERT_EQ(out->entry.codec, codec::CodecId::kSegmented);
+    auto frame = store_->ReadFrame(out->entry);
+    ASSERT_TRUE(frame.ok());
+    out->frame = std::move(frame).value();
+    const size_t payload_len = out->frame.size() - kFrameHeaderSize - kFrameTrailerSize;
+    auto table = codec::ParseSegmentTable(
+        std::string_view(out->frame).substr(kFrameHeaderSize, payload_len), data.size());
+    ASSERT_TRUE(table.ok());
+    out->table = std::move(table).value();
   }
   testing::TempDir dir_;
   StoreOptions opts_;
@@ -369,10 +398,7 @@ TEST_F(ChunkStoreTest, RangeReadsDecodeOnlyTheirSegments) {
     uint64_t partial_before = store_->cache_stats().partial_loads;
     auto piece = store_->ReadChunkRange(ds[k], off, len);
     ASSERT_TRUE(piece.ok()) << piece.status().ToString();
-    ASSERT_LE(piece->offset, off);
-    ASSERT_GE(piece->offset + piece->bytes->size(), off + len);
-    EXPECT_EQ(std::string_view(*piece->bytes).substr(off - piece->offset, len),
-              std::string_view(want).substr(off, len));
+    ExpectPieceHolds(*piece, want, off, len);
     EXPECT_LT(piece->bytes->size(), want.size() / 2 + 2 * codec::kSegmentBytes);
     EXPECT_GT(store_->cache_stats().partial_loads, partial_before);
   }
@@ -387,8 +413,7 @@ TEST_F(ChunkStoreTest, RangeReadsDecodeOnlyTheirSegments) {
     uint64_t off = (round * 77777) % (raw[k].size() - 4096);
     auto piece = store_->ReadChunkRange(ds[k], off, 4096);
     ASSERT_TRUE(piece.ok()) << piece.status().ToString();
-    EXPECT_EQ(std::string_view(*piece->bytes).substr(off - piece->offset, 4096),
-              std::string_view(raw[k]).substr(off, 4096));
+    ExpectPieceHolds(*piece, raw[k], off, 4096);
   }
   store_->DropCache();
   // Half the chunk or more: the whole chunk, decoded once and cached.
@@ -410,21 +435,17 @@ TEST_F(ChunkStoreTest, RangeReadsDecodeOnlyTheirSegments) {
 // names both.
 TEST_F(ChunkStoreTest, DamagedSegmentsAreCorruptionAndFsckFindsThem) {
   std::string data = WeightLike(262144, 42);
-  Digest d = PutCommitted(data, 4);
-  auto e = *store_->FindChunk(d);
-  ASSERT_EQ(e->codec, codec::CodecId::kSegmented);
-  std::string frame = *store_->ReadFrame(*e);
-  auto table =
-      codec::ParseSegmentTable(std::string_view(frame).substr(kFrameHeaderSize), data.size());
-  ASSERT_TRUE(table.ok());
-  const auto& seg3 = table->segments[3];
+  Segmented sc;
+  ASSERT_NO_FATAL_FAILURE(PutSegmented(data, &sc));
+  const Digest& d = sc.d;
+  const ChunkEntry* e = &sc.entry;
+  const auto& seg3 = sc.table.segments[3];
   FlipByte(store_->PackPath(e->pack_id),
            e->offset + kFrameHeaderSize + seg3.payload_offset + seg3.payload_len / 2);
   Reopen();
   auto other = store_->ReadChunkRange(d, 100, 4096);
   ASSERT_TRUE(other.ok()) << other.status().ToString();
-  EXPECT_EQ(std::string_view(*other->bytes).substr(100 - other->offset, 4096),
-            std::string_view(data).substr(100, 4096));
+  ExpectPieceHolds(*other, data, 100, 4096);
   auto hit = store_->ReadChunkRange(d, seg3.raw_offset + 10, 4096);
   ASSERT_FALSE(hit.ok());
   EXPECT_TRUE(hit.status().IsCorruption()) << hit.status().ToString();
@@ -452,18 +473,16 @@ TEST_F(ChunkStoreTest, DamagedSegmentsAreCorruptionAndFsckFindsThem) {
 // still work, small reads fall back to them (right bytes), fsck names it.
 TEST_F(ChunkStoreTest, BadSegmentChecksumFallsBackAndFsckNamesIt) {
   std::string data = WeightLike(262144, 43);
-  Digest d = PutCommitted(data, 4);
-  auto e = *store_->FindChunk(d);
-  ASSERT_EQ(e->codec, codec::CodecId::kSegmented);
-  std::string frame = *store_->ReadFrame(*e);
+  Segmented sc;
+  ASSERT_NO_FATAL_FAILURE(PutSegmented(data, &sc));
+  const Digest& d = sc.d;
+  const ChunkEntry* e = &sc.entry;
+  std::string& frame = sc.frame;
   const size_t payload_len = frame.size() - kFrameHeaderSize - kFrameTrailerSize;
-  auto table = codec::ParseSegmentTable(
-      std::string_view(frame).substr(kFrameHeaderSize, payload_len), data.size());
-  ASSERT_TRUE(table.ok());
   // Segment 2's checksum changed, the table's and the frame's recomputed.
   char* p = frame.data() + kFrameHeaderSize;
   p[8 + 13 * 2 + 5] ^= 1;
-  const size_t covered = table->table_bytes - 8;
+  const size_t covered = sc.table.table_bytes - 8;
   const uint64_t table_sum = Hash64(p, covered);
   std::memcpy(p + covered, &table_sum, 8);
   const uint64_t frame_sum = Hash64(frame.data(), kFrameHeaderSize + payload_len);
@@ -477,8 +496,7 @@ TEST_F(ChunkStoreTest, BadSegmentChecksumFallsBackAndFsckNamesIt) {
   const uint64_t off = 2 * codec::kSegmentBytes + 100;
   auto piece = store_->ReadChunkRange(d, off, 4096);
   ASSERT_TRUE(piece.ok()) << piece.status().ToString();
-  EXPECT_EQ(std::string_view(*piece->bytes).substr(off - piece->offset, 4096),
-            std::string_view(data).substr(off, 4096));
+  ExpectPieceHolds(*piece, data, off, 4096);
   store_->DropCache();
   ASSERT_TRUE(store_->ReadChunk(d).ok());
   FsckReport rep;
